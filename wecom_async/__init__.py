@@ -1,0 +1,50 @@
+"""wecom_async: an asyncio client for the WeCom (企业微信) server API.
+
+Start with :class:`WeComClient`; share a :class:`SessionPool` between the clients
+of many corps; tune :class:`RateLimit` and :class:`RetryPolicy` where WeCom's
+defaults do not fit.
+"""
+
+from ._ratelimit import RateLimit, RateLimiter
+from ._retry import RetryPolicy
+from ._token import AccessToken, MemoryTokenStore, TokenStore
+from .client import WeComClient
+from .errors import (
+    WeComAPIError,
+    WeComBusyError,
+    WeComClosedError,
+    WeComDecodeError,
+    WeComError,
+    WeComInputError,
+    WeComNotFoundError,
+    WeComPermissionError,
+    WeComRateLimitError,
+    WeComTokenError,
+    WeComTransportError,
+)
+from .pool import SessionPool
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "AccessToken",
+    "MemoryTokenStore",
+    "RateLimit",
+    "RateLimiter",
+    "RetryPolicy",
+    "SessionPool",
+    "TokenStore",
+    "WeComAPIError",
+    "WeComBusyError",
+    "WeComClient",
+    "WeComClosedError",
+    "WeComDecodeError",
+    "WeComError",
+    "WeComInputError",
+    "WeComNotFoundError",
+    "WeComPermissionError",
+    "WeComRateLimitError",
+    "WeComTokenError",
+    "WeComTransportError",
+    "__version__",
+]

@@ -1,0 +1,146 @@
+"""The cattrs converters that turn WeCom's JSON into the attrs models.
+
+Production decoding is lenient, because WeCom adds and drops fields over time and
+its samples disagree with its own answers:
+
+- unknown keys are ignored, absent keys take the model's default;
+- ``null`` counts as absent (community reports show ``"position": null``);
+- an int field accepts a decimal string (``"gender": "1"``);
+- a str field accepts a number (the school sample's ``remark_mobiles`` are numbers);
+- a sequence field accepts only a JSON array, so a stray string never becomes a
+  tuple of characters.
+
+Everything else that does not fit raises :class:`~wecom_async.errors.WeComDecodeError`
+from :func:`decode`. The strict converter (unknown keys forbidden) exists for tests,
+so that a model that drifts from its fixtures is caught.
+"""
+
+from __future__ import annotations
+
+import sys
+import typing
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+import attrs
+import cattrs
+from cattrs.gen import make_dict_structure_fn
+
+from .errors import WeComDecodeError
+
+if sys.version_info < (3, 11):  # cattrs depends on the backport there
+    from exceptiongroup import BaseExceptionGroup
+
+T = TypeVar("T")
+
+__all__ = ["LENIENT", "STRICT", "decode"]
+
+
+def _structure_int(value: object, _: type) -> int:
+    if type(value) is int:
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        if text.lstrip("-").isdigit() and text.isascii():
+            return int(text)
+    elif isinstance(value, float) and value.is_integer():
+        return int(value)
+    raise ValueError(f"expected an integer, got {_describe(value)}")
+
+
+def _structure_str(value: object, _: type) -> str:
+    if type(value) is str:
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        # The school sample sends remark_mobiles as JSON numbers.
+        return str(value)
+    raise ValueError(f"expected a string, got {_describe(value)}")
+
+
+def _describe(value: object) -> str:
+    text = repr(value)
+    if len(text) > 40:
+        text = text[:37] + "..."
+    return f"{type(value).__name__} {text}"
+
+
+def _is_homogeneous_tuple(tp: Any) -> bool:
+    args = typing.get_args(tp)
+    return typing.get_origin(tp) is tuple and len(args) == 2 and args[1] is Ellipsis
+
+
+def _make_converter(*, forbid_extra_keys: bool) -> cattrs.Converter:
+    conv = cattrs.Converter(forbid_extra_keys=forbid_extra_keys)
+    conv.register_structure_hook(int, _structure_int)
+    conv.register_structure_hook(str, _structure_str)
+
+    def tuple_hook_factory(tp: Any) -> Callable[[object, type], tuple[Any, ...]]:
+        item_type = typing.get_args(tp)[0]
+        item_hook = conv.get_structure_hook(item_type)
+
+        def structure_tuple(value: object, _: type) -> tuple[Any, ...]:
+            if not isinstance(value, list):
+                raise ValueError(f"expected an array, got {_describe(value)}")
+            return tuple([item_hook(item, item_type) for item in value])
+
+        return structure_tuple
+
+    conv.register_structure_hook_factory(_is_homogeneous_tuple, tuple_hook_factory)
+
+    def attrs_hook_factory(cls: type[T]) -> Callable[[object, type], T]:
+        generated = make_dict_structure_fn(cls, conv)
+
+        def structure_model(value: object, tp: type) -> T:
+            if not isinstance(value, Mapping):
+                raise ValueError(f"expected an object for {cls.__name__}, got {_describe(value)}")
+            if None in value.values():
+                value = {k: v for k, v in value.items() if v is not None}
+            return generated(value, tp)
+
+        return structure_model
+
+    conv.register_structure_hook_factory(attrs.has, attrs_hook_factory)
+    return conv
+
+
+LENIENT = _make_converter(forbid_extra_keys=False)
+"""Production converter: unknown keys ignored."""
+
+STRICT = _make_converter(forbid_extra_keys=True)
+"""Test converter: an unknown key is an error, so fixture drift is caught."""
+
+
+def decode(
+    data: object, cls: type[T], *, path: str = "", converter: cattrs.Converter = LENIENT
+) -> T:
+    """Structure decoded JSON into ``cls``; any misfit raises WeComDecodeError."""
+    try:
+        return converter.structure(data, cls)
+    except Exception as exc:  # the decoding boundary: every misfit becomes one error type
+        where = f" from {path}" if path else ""
+        raise WeComDecodeError(
+            f"cannot decode {cls.__name__}{where}: {_summarise(exc)}", path=path
+        ) from exc
+
+
+def _summarise(exc: BaseException) -> str:
+    """One line: where in the document the first misfit is, and what it is.
+
+    cattrs nests exception groups one level per class or array, and notes each
+    leaf with the attribute name or array index it belongs to.
+    """
+    where = ""
+    while True:
+        for note in getattr(exc, "__notes__", ()):
+            name = getattr(note, "name", None)
+            index = getattr(note, "index", None)
+            if name is not None:
+                where += f".{name}"
+            elif index is not None:
+                where += f"[{index}]"
+        if isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+            exc = exc.exceptions[0]
+        else:
+            break
+    text = str(exc) or type(exc).__name__
+    return f"at {where.lstrip('.')}: {text}" if where else text

@@ -1,0 +1,165 @@
+"""The access token: where it is kept, when it is refreshed, and when it is dropped.
+
+WeCom blocks callers that call ``gettoken`` too often, so the token is cached
+(per corp and secret) and refreshed as a single flight: however many coroutines
+find it missing at once, one ``gettoken`` call is made and all of them share its
+result. WeCom may also revoke a token early; a call that answers 40014 or 42001
+drops the token, but only if the cache still holds the very token that failed
+(compare before invalidate), so a late failure cannot throw away a newer token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Awaitable, Callable
+from typing import Protocol, runtime_checkable
+
+import attrs
+
+__all__ = ["AccessToken", "MemoryTokenStore", "TokenManager", "TokenStore", "token_key"]
+
+#: Refresh this long before WeCom's ``expires_in`` runs out, at most.
+MAX_SAFETY_MARGIN = 300.0
+
+
+@attrs.frozen
+class AccessToken:
+    """A token and the wall-clock time (epoch seconds) after which it is not used.
+
+    ``expires_at`` already has the safety margin taken off WeCom's ``expires_in``.
+    The value never appears in the repr.
+    """
+
+    value: str = attrs.field(repr=False)
+    expires_at: float
+
+    def is_fresh(self, now: float) -> bool:
+        return now < self.expires_at
+
+
+@runtime_checkable
+class TokenStore(Protocol):
+    """Where access tokens are cached. Keys come from :func:`token_key`.
+
+    Implementations must make ``invalidate`` compare before it deletes: it drops
+    the entry only if the entry's value is still ``value``.
+    """
+
+    async def get(self, key: str) -> AccessToken | None: ...
+
+    async def set(self, key: str, token: AccessToken) -> None: ...
+
+    async def invalidate(self, key: str, value: str) -> None: ...
+
+
+class MemoryTokenStore:
+    """The default store: a dict in this process."""
+
+    def __init__(self) -> None:
+        self._tokens: dict[str, AccessToken] = {}
+
+    def __repr__(self) -> str:
+        return f"<MemoryTokenStore with {len(self._tokens)} token(s)>"
+
+    async def get(self, key: str) -> AccessToken | None:
+        return self._tokens.get(key)
+
+    async def set(self, key: str, token: AccessToken) -> None:
+        self._tokens[key] = token
+
+    async def invalidate(self, key: str, value: str) -> None:
+        current = self._tokens.get(key)
+        if current is not None and current.value == value:
+            del self._tokens[key]
+
+
+def token_key(corp_id: str, corp_secret: str) -> str:
+    """The cache key of a (corp, app): the corp id and a digest of the secret.
+
+    A token only works for the app whose secret fetched it, hence the secret in
+    the key; it is hashed so that the key can be logged or stored safely.
+    """
+    digest = hashlib.sha256(corp_secret.encode()).hexdigest()[:16]
+    return f"{corp_id}:{digest}"
+
+
+def usable_until(now: float, expires_in: float) -> float:
+    """When to stop using a token that WeCom says lives ``expires_in`` seconds."""
+    margin = min(MAX_SAFETY_MARGIN, expires_in / 10)
+    return now + expires_in - margin
+
+
+class TokenManager:
+    """One (corp, app)'s token: cached locally, backed by a store, refreshed once at a time.
+
+    ``fetch`` calls ``gettoken`` and returns ``(access_token, expires_in)``.
+    """
+
+    def __init__(
+        self,
+        key: str,
+        store: TokenStore,
+        fetch: Callable[[], Awaitable[tuple[str, float]]],
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._key = key
+        self._store = store
+        self._fetch = fetch
+        self._clock = clock
+        self._local: AccessToken | None = None
+        # The last value a call rejected: a store that is slow to forget it (another
+        # process, a network store) must not hand it back to us.
+        self._rejected: str | None = None
+        self._refresh: asyncio.Future[str] | None = None
+
+    def __repr__(self) -> str:
+        return f"<TokenManager key={self._key!r} cached={self._local is not None}>"
+
+    async def get(self) -> str:
+        """The current token, refreshing it (as a single flight) when needed."""
+        local = self._local
+        if local is not None and local.is_fresh(self._clock()):
+            return local.value
+        refresh = self._refresh
+        if refresh is None:
+            refresh = self._refresh = asyncio.ensure_future(self._load())
+            refresh.add_done_callback(self._refresh_done)
+        # shield: a caller cancelled while waiting must not cancel the refresh that
+        # every other waiter is sharing.
+        return await asyncio.shield(refresh)
+
+    def _refresh_done(self, refresh: asyncio.Future[str]) -> None:
+        if self._refresh is refresh:
+            self._refresh = None
+        if not refresh.cancelled():
+            # Mark the exception retrieved: when every waiter was cancelled, nobody
+            # else will, and asyncio would log it as never retrieved.
+            refresh.exception()
+
+    async def _load(self) -> str:
+        stored = await self._store.get(self._key)
+        if stored is not None and stored.is_fresh(self._clock()) and stored.value != self._rejected:
+            self._local = stored
+            return stored.value
+        value, expires_in = await self._fetch()
+        token = AccessToken(value, usable_until(self._clock(), expires_in))
+        await self._store.set(self._key, token)
+        self._local = token
+        return value
+
+    async def invalidate(self, value: str) -> None:
+        """Drop ``value`` if it is still the cached token; a newer one is left alone."""
+        self._rejected = value
+        if self._local is not None and self._local.value == value:
+            self._local = None
+        await self._store.invalidate(self._key, value)
+
+    async def aclose(self) -> None:
+        """Cancel a refresh in flight (the client is closing)."""
+        refresh = self._refresh
+        if refresh is not None and not refresh.done():
+            refresh.cancel()
+            await asyncio.gather(refresh, return_exceptions=True)

@@ -1,0 +1,1 @@
+"""Endpoint namespaces: each builds requests and decodes answers, never touches transport."""

@@ -1,0 +1,28 @@
+"""What every endpoint namespace holds: the client whose call path it uses."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+
+class Caller(Protocol):
+    """The part of WeComClient that namespaces use: its one call path."""
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        params: Mapping[str, Any] | None = None,
+        body: Any = None,
+    ) -> dict[str, Any]: ...
+
+
+class Namespace:
+    __slots__ = ("_client",)
+
+    def __init__(self, client: Caller) -> None:
+        self._client = client
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} of {self._client!r}>"

@@ -1,0 +1,381 @@
+"""WeComClient: one corp and app, and the single call path every request takes.
+
+A call goes: rate-limit slot, then access token, then the pool's session, then the
+body is decoded (whatever the Content-Type) and ``errcode`` checked. A token errcode
+drops the token (compare first) and tries once more with a fresh one; transient
+errcodes and transport faults are retried under the RetryPolicy; everything else
+raises a typed error. No other code in this package reaches the network.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Iterable, Mapping
+from types import TracebackType
+from typing import Any, Final
+
+import aiohttp
+from yarl import URL
+
+from ._ratelimit import LocalRateLimiter, RateLimit, normalize_limits
+from ._retry import RetryPolicy
+from ._token import MemoryTokenStore, TokenManager, TokenStore, token_key
+from .api.external_contact import ExternalContactAPI
+from .api.kf import KfAPI
+from .api.school import SchoolAPI
+from .errors import (
+    WeComClosedError,
+    WeComDecodeError,
+    WeComInputError,
+    WeComTokenError,
+    WeComTransportError,
+    error_for_errcode,
+)
+from .pool import SessionPool
+
+__all__ = ["DEFAULT_BASE_URL", "WeComClient"]
+
+logger = logging.getLogger("wecom_async")
+
+DEFAULT_BASE_URL: Final = "https://qyapi.weixin.qq.com/cgi-bin/"
+
+#: Query parameters whose values are secrets, masked wherever a URL is shown.
+_SECRET_PARAMS: Final = ("access_token", "corpsecret")
+_MASK: Final = "***"
+
+#: 41001 means no token was sent at all: a bug, not something a refresh fixes.
+_TOKEN_MISSING: Final = 41001
+
+
+class WeComClient:
+    """An asyncio client for one WeCom corp and app (one corp secret).
+
+    Use it as ``async with WeComClient(corp_id, secret) as client:``, or call
+    :meth:`aclose` when done. Endpoints live in namespaces: :attr:`external_contact`,
+    :attr:`school` and :attr:`kf`; :meth:`request` reaches any other endpoint with
+    the same token, rate-limit and retry handling.
+
+    Args:
+        corp_id: the corp's id (``corpid``).
+        corp_secret: the app's secret. It is never logged, shown or put in errors.
+        base_url: WeCom's API root; change it for a private deployment or a test
+            server. Must be http(s) and is treated as a directory.
+        pool: a shared :class:`SessionPool`. Without one the client makes its own and
+            closes it in :meth:`aclose`; a pool that was passed in is never closed.
+        rate_limit: one :class:`RateLimit` or several, all of which hold per corp and
+            per API path. ``None`` means WeCom's documented 10,000/min and
+            150,000/hour; an empty sequence turns client-side limiting off.
+        retry: the :class:`RetryPolicy`; ``None`` means the default policy.
+        token_store: where access tokens are cached; ``None`` means in this process.
+        timeout: seconds one HTTP attempt may take, connection included.
+    """
+
+    def __init__(
+        self,
+        corp_id: str,
+        corp_secret: str,
+        *,
+        base_url: str = DEFAULT_BASE_URL,
+        pool: SessionPool | None = None,
+        rate_limit: RateLimit | Iterable[RateLimit] | None = None,
+        retry: RetryPolicy | None = None,
+        token_store: TokenStore | None = None,
+        timeout: float = 10.0,
+    ) -> None:
+        if not isinstance(corp_id, str) or not corp_id.strip():
+            raise WeComInputError("corp_id must be a non-empty string")
+        if not isinstance(corp_secret, str) or not corp_secret.strip():
+            raise WeComInputError("corp_secret must be a non-empty string")
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+            raise WeComInputError(f"timeout must be a number of seconds, got {timeout!r}")
+        if not (timeout > 0 and math.isfinite(timeout)):
+            raise WeComInputError(f"timeout must be positive and finite, got {timeout!r}")
+        self._corp_id = corp_id
+        self._secret = corp_secret
+        self._base_url = _check_base_url(base_url)
+        self._limits = normalize_limits(rate_limit)
+        self._retry = retry if retry is not None else RetryPolicy()
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._owns_pool = pool is None
+        self._pool = pool if pool is not None else SessionPool()
+        self._limiter = self._pool.rate_limiter
+        if self._limits and isinstance(self._limiter, LocalRateLimiter):
+            self._limiter.check_limits(corp_id, self._limits)
+        self._tokens = TokenManager(
+            token_key(corp_id, corp_secret),
+            token_store if token_store is not None else MemoryTokenStore(),
+            self._fetch_token,
+        )
+        self._urls: dict[str, URL] = {}
+        self._closed = False
+
+        self.external_contact = ExternalContactAPI(self)
+        """Customer contact (``externalcontact/*``)."""
+        self.school = SchoolAPI(self)
+        """School contacts (家校沟通)."""
+        self.kf = KfAPI(self)
+        """WeChat customer service (``kf/*``)."""
+
+    def __repr__(self) -> str:
+        state = " closed" if self._closed else ""
+        return f"<WeComClient corp_id={self._corp_id!r} base_url={self._base_url!r}{state}>"
+
+    @property
+    def corp_id(self) -> str:
+        return self._corp_id
+
+    @property
+    def base_url(self) -> str:
+        return self._base_url
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    async def __aenter__(self) -> WeComClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Stop using the client; close its pool if it made it. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        await self._tokens.aclose()
+        if self._owns_pool:
+            await self._pool.aclose()
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str | int | float] | None = None,
+        json: Any = None,
+    ) -> dict[str, Any]:
+        """Call any WeCom endpoint and return its decoded JSON answer.
+
+        The escape hatch for endpoints not wrapped yet; it gets the same access
+        token, rate limit, retries and errcode checks as the wrapped ones.
+        ``path`` is relative to ``base_url``, such as ``"externalcontact/list"``.
+
+        Raises:
+            WeComAPIError: WeCom answered a non-zero errcode (a family subclass).
+            WeComTransportError: no usable HTTP answer after the retries.
+            WeComDecodeError: the answer was not a JSON object.
+        """
+        verb = method.upper() if isinstance(method, str) else ""
+        if verb not in ("GET", "POST"):
+            raise WeComInputError(f"method must be GET or POST, got {method!r}")
+        if not isinstance(path, str) or not path.strip("/"):
+            raise WeComInputError(f"path must be a non-empty string, got {path!r}")
+        if params is not None and "access_token" in params:
+            raise WeComInputError("do not pass access_token: the client adds it")
+        return await self._call(verb, path.strip("/"), params, json)
+
+    # The single call path ------------------------------------------------
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        params: Mapping[str, Any] | None = None,
+        body: Any = None,
+    ) -> dict[str, Any]:
+        """Make one logical call, with retries; returns the answer with errcode 0."""
+        if self._closed:
+            raise WeComClosedError(f"{self!r} is closed")
+        async for attempt in self._retry.retrying(path):
+            with attempt:
+                return await self._call_with_token(method, path, params, body)
+        raise AssertionError("unreachable: tenacity re-raises the last failure")
+
+    async def _call_with_token(
+        self, method: str, path: str, params: Mapping[str, Any] | None, body: Any
+    ) -> dict[str, Any]:
+        token = await self._tokens.get()
+        try:
+            return await self._send(method, path, params, body, token)
+        except WeComTokenError as exc:
+            if exc.errcode == _TOKEN_MISSING:
+                raise
+            # WeCom can revoke a token before expires_in: drop this one (if it is
+            # still current), fetch a new one, and try the call exactly once more.
+            await self._tokens.invalidate(token)
+            token = await self._tokens.get()
+            return await self._send(method, path, params, body, token)
+
+    async def _fetch_token(self) -> tuple[str, float]:
+        """``GET gettoken``: one attempt; the calling request's retries cover it."""
+        data = await self._send(
+            "GET", "gettoken", {"corpid": self._corp_id, "corpsecret": self._secret}, None, None
+        )
+        token = data.get("access_token")
+        expires_in = data.get("expires_in", 7200)
+        if not isinstance(token, str) or not token:
+            raise WeComDecodeError("gettoken answered without an access_token", path="gettoken")
+        if isinstance(expires_in, bool) or not isinstance(expires_in, int) or expires_in <= 0:
+            raise WeComDecodeError("gettoken answered a bad expires_in", path="gettoken")
+        return token, expires_in
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        params: Mapping[str, Any] | None,
+        body: Any,
+        token: str | None,
+    ) -> dict[str, Any]:
+        """One HTTP exchange: slot, send, read, decode, check errcode."""
+        if self._closed:
+            raise WeComClosedError(f"{self!r} is closed")
+        query: dict[str, Any] = dict(params) if params else {}
+        if token is not None:
+            query["access_token"] = token
+        url = self._urls.get(path)
+        if url is None:
+            url = self._urls[path] = URL(self._base_url + path)
+        session = self._pool.session()
+        limits = self._limits
+        if limits:
+            await self._limiter.acquire(self._corp_id, path, limits)
+        started = time.monotonic()
+        try:
+            async with session.request(
+                method,
+                url,
+                params=query,
+                json=body,
+                timeout=self._timeout,
+                allow_redirects=False,
+            ) as resp:
+                status = resp.status
+                raw = await _read_body(resp, self._pool.max_body_bytes, path)
+        except TimeoutError as exc:
+            raise WeComTransportError(
+                f"{method} {path} timed out after {self._timeout.total}s", path=path
+            ) from exc
+        except aiohttp.ClientError as exc:
+            raise _transport_error(method, path, exc, query) from _hide_secrets(exc, query)
+        finally:
+            if limits:
+                self._limiter.release(self._corp_id, path, limits)
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "%s %s -> HTTP %d, %d bytes in %.1f ms",
+                method,
+                redact_url(url.with_query(query)),
+                status,
+                len(raw),
+                (time.monotonic() - started) * 1000,
+            )
+        if not 200 <= status < 300:
+            raise WeComTransportError(
+                f"{method} {path} answered HTTP {status}", path=path, status=status
+            )
+        return _check(_parse(raw, path), path)
+
+
+def _check_base_url(base_url: str) -> str:
+    if not isinstance(base_url, str):
+        raise WeComInputError(f"base_url must be a string, got {type(base_url).__name__}")
+    url = URL(base_url)
+    if url.scheme not in ("http", "https") or not url.host:
+        raise WeComInputError(
+            f"base_url must be an absolute http(s) URL such as {DEFAULT_BASE_URL!r}, "
+            f"got {base_url!r}"
+        )
+    if url.query_string or url.fragment:
+        raise WeComInputError(f"base_url must not carry a query or fragment, got {base_url!r}")
+    return base_url if base_url.endswith("/") else base_url + "/"
+
+
+def redact_url(url: URL) -> str:
+    """The URL as text, with the access token and corp secret masked."""
+    secret = [k for k in _SECRET_PARAMS if k in url.query]
+    if secret:
+        url = url.update_query({k: _MASK for k in secret})
+    return str(url)
+
+
+def _secret_values(query: Mapping[str, Any]) -> list[str]:
+    return [str(query[k]) for k in _SECRET_PARAMS if query.get(k)]
+
+
+def _transport_error(
+    method: str, path: str, exc: BaseException, query: Mapping[str, Any]
+) -> WeComTransportError:
+    detail = str(exc)
+    for secret in _secret_values(query):
+        detail = detail.replace(secret, _MASK)
+    text = f"{method} {path} failed: {type(exc).__name__}"
+    return WeComTransportError(f"{text}: {detail}" if detail else text, path=path)
+
+
+def _hide_secrets(exc: BaseException, query: Mapping[str, Any]) -> BaseException | None:
+    """The exception to chain as ``__cause__``, or None when its text shows a secret.
+
+    aiohttp puts the request URL (and so the token) in a few exceptions' text.
+    """
+    text = f"{exc!s} {exc!r}"
+    return None if any(secret in text for secret in _secret_values(query)) else exc
+
+
+async def _read_body(resp: aiohttp.ClientResponse, cap: int, path: str) -> bytes:
+    """Read the whole body, refusing one larger than ``cap`` bytes."""
+    length = resp.content_length
+    if length is not None and length <= cap:
+        return await resp.read()
+    if length is not None:
+        raise WeComTransportError(
+            f"{path} answered {length} bytes, over the {cap}-byte cap", path=path
+        )
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in resp.content.iter_chunked(65536):
+        size += len(chunk)
+        if size > cap:
+            raise WeComTransportError(f"{path} answered over the {cap}-byte cap", path=path)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _parse(raw: bytes, path: str) -> dict[str, Any]:
+    """Decode the body as JSON whatever the Content-Type says (WeCom has sent text/plain)."""
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        preview = raw[:60].decode("utf-8", "replace")
+        raise WeComDecodeError(
+            f"{path} answered a body that is not JSON ({len(raw)} bytes, starting {preview!r})",
+            path=path,
+            retryable=True,
+        ) from exc
+    if not isinstance(data, dict):
+        raise WeComDecodeError(
+            f"{path} answered JSON {type(data).__name__}, not an object", path=path
+        )
+    return data
+
+
+def _check(data: dict[str, Any], path: str) -> dict[str, Any]:
+    """Raise the errcode's typed error, or return the answer. Decided on errcode alone."""
+    errcode = data.get("errcode", 0)  # old answers omit errcode on success
+    if errcode == 0 and type(errcode) is int:
+        return data
+    if type(errcode) is not int:
+        raise WeComDecodeError(
+            f"{path} answered an errcode that is not an integer: {errcode!r}"[:200], path=path
+        )
+    errmsg = data.get("errmsg", "")
+    raise error_for_errcode(errcode, errmsg if isinstance(errmsg, str) else str(errmsg), path)

@@ -1,0 +1,145 @@
+"""The exceptions this library raises, and the map from WeCom errcodes to them.
+
+Every exception derives from :class:`WeComError`. Errors that WeCom reports in an
+answer's ``errcode`` are :class:`WeComAPIError` (or one of its family subclasses,
+chosen by errcode alone, never by ``errmsg``). Faults below the API (connection
+errors, timeouts, HTTP 5xx) are :class:`WeComTransportError`; answers that cannot
+be decoded are :class:`WeComDecodeError`.
+
+No exception message built here contains the access token or the corp secret.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "WeComAPIError",
+    "WeComBusyError",
+    "WeComClosedError",
+    "WeComDecodeError",
+    "WeComError",
+    "WeComInputError",
+    "WeComNotFoundError",
+    "WeComPermissionError",
+    "WeComRateLimitError",
+    "WeComTokenError",
+    "WeComTransportError",
+    "error_for_errcode",
+]
+
+
+class WeComError(Exception):
+    """Base class of every error raised by wecom_async."""
+
+
+class WeComInputError(WeComError, ValueError):
+    """An argument was rejected before any request was sent."""
+
+
+class WeComClosedError(WeComError, RuntimeError):
+    """The client or session pool was used after it was closed."""
+
+
+class WeComTransportError(WeComError):
+    """The request did not produce a usable HTTP answer.
+
+    Connection errors, timeouts, dropped connections and non-2xx statuses land here.
+    ``status`` is the HTTP status when there was one. The underlying aiohttp or
+    asyncio exception is chained as ``__cause__``.
+    """
+
+    def __init__(self, message: str, *, path: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.status = status
+
+
+class WeComDecodeError(WeComError):
+    """An answer could not be decoded into JSON or into the expected model.
+
+    ``retryable`` is true when the body was not JSON at all (an HTML error page
+    from a proxy, a truncated body): that is a transport fault and worth a retry.
+    A well-formed JSON answer of the wrong shape is not.
+    """
+
+    def __init__(self, message: str, *, path: str = "", retryable: bool = False) -> None:
+        super().__init__(message)
+        self.path = path
+        self.retryable = retryable
+
+
+class WeComAPIError(WeComError):
+    """WeCom answered with a non-zero ``errcode``.
+
+    Attributes:
+        errcode: WeCom's error code; the only thing decisions are based on.
+        errmsg: WeCom's text, kept for humans (it carries a hint and a help link).
+        path: the API path that was called, such as ``externalcontact/get``.
+    """
+
+    def __init__(self, errcode: int, errmsg: str, path: str) -> None:
+        super().__init__(f"WeCom errcode {errcode} on {path}: {errmsg}")
+        self.errcode = errcode
+        self.errmsg = errmsg
+        self.path = path
+
+    def __reduce__(self) -> tuple[type[WeComAPIError], tuple[int, str, str]]:
+        # Keep the three fields through pickling (multiprocessing, task queues).
+        return (type(self), (self.errcode, self.errmsg, self.path))
+
+
+class WeComTokenError(WeComAPIError):
+    """The access token was missing, invalid or expired (41001, 40014, 42001)."""
+
+
+class WeComBusyError(WeComAPIError):
+    """WeCom was busy or hit a data-version conflict (-1, 6000); transient."""
+
+
+class WeComRateLimitError(WeComAPIError):
+    """A frequency limit (45009) or concurrency limit (45033) was exceeded.
+
+    ``retry_after`` is a hint in seconds: a minute limit blocks for about 60 s.
+    """
+
+    def __init__(self, errcode: int, errmsg: str, path: str) -> None:
+        super().__init__(errcode, errmsg, path)
+        self.retry_after: float | None = 60.0 if errcode == 45009 else None
+
+
+class WeComPermissionError(WeComAPIError):
+    """The app's configuration or permissions forbid the call.
+
+    Wrong secret or corp id (40001, 40013, 40091), API not allowed (48002), outside
+    the visibility scope (60011), untrusted caller IP (60020), no licence (701008).
+    Retrying does not help until the configuration changes.
+    """
+
+
+class WeComNotFoundError(WeComAPIError):
+    """The user, customer or relationship does not exist (40003, 40096, 84061)."""
+
+
+_FAMILIES: dict[int, type[WeComAPIError]] = {
+    -1: WeComBusyError,
+    6000: WeComBusyError,
+    40014: WeComTokenError,
+    41001: WeComTokenError,
+    42001: WeComTokenError,
+    45009: WeComRateLimitError,
+    45033: WeComRateLimitError,
+    40001: WeComPermissionError,
+    40013: WeComPermissionError,
+    40091: WeComPermissionError,
+    48002: WeComPermissionError,
+    60011: WeComPermissionError,
+    60020: WeComPermissionError,
+    701008: WeComPermissionError,
+    40003: WeComNotFoundError,
+    40096: WeComNotFoundError,
+    84061: WeComNotFoundError,
+}
+
+
+def error_for_errcode(errcode: int, errmsg: str, path: str) -> WeComAPIError:
+    """Build the exception for a non-zero errcode, of the family that errcode belongs to."""
+    return _FAMILIES.get(errcode, WeComAPIError)(errcode, errmsg, path)
