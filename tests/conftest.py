@@ -86,6 +86,7 @@ class MockWeCom:
         self.revoked: set[str] = set()
         self.gettoken_delay = 0.0
         self.gettoken_reply: dict[str, Any] | None = None
+        self.gettoken_script: list[dict[str, Any]] = []  # answers given first, in order
         self.on("GET", "gettoken", self._gettoken, check_token=False)
 
     def calls_to(self, path: str) -> list[Call]:
@@ -98,6 +99,8 @@ class MockWeCom:
     async def _gettoken(self, call: Call) -> dict[str, Any]:
         if self.gettoken_delay:
             await asyncio.sleep(self.gettoken_delay)
+        if self.gettoken_script:
+            return self.gettoken_script.pop(0)
         if self.gettoken_reply is not None:
             return self.gettoken_reply
         if call.query.get("corpsecret") != SECRET:

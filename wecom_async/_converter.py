@@ -29,7 +29,7 @@ from cattrs.gen import make_dict_structure_fn
 from .errors import WeComDecodeError
 
 if sys.version_info < (3, 11):  # cattrs depends on the backport there
-    from exceptiongroup import BaseExceptionGroup
+    from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
 
 T = TypeVar("T")
 

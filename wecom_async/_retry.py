@@ -75,7 +75,7 @@ class RetryPolicy:
         """Seconds to wait after the ``failures``-th failed try, which raised ``exc``."""
         if isinstance(exc, WeComAPIError) and exc.errcode == _BLOCKING_ERRCODE:
             return self.backoff_max
-        ceiling = min(self.backoff_max, self.backoff_base * 2 ** (failures - 1))
+        ceiling = min(self.backoff_max, self.backoff_base * 2.0 ** (failures - 1))
         return ceiling * (0.5 + 0.5 * self.jitter())
 
     def retrying(self, path: str) -> AsyncRetrying:

@@ -95,7 +95,9 @@ def kf_answer(ids: list[str]) -> dict[str, Any]:
     return {
         "errcode": 0,
         "errmsg": "ok",
-        "customer_list": [{"external_userid": i, "nickname": f"nick-{i}"} for i in ids if "bad" not in i],
+        "customer_list": [
+            {"external_userid": i, "nickname": f"nick-{i}"} for i in ids if "bad" not in i
+        ],
         "invalid_external_userid": [i for i in ids if "bad" in i],
     }
 
@@ -125,15 +127,19 @@ async def test_kf_250_ids_become_3_concurrent_calls_merged_in_request_order(
 
     sent = [c.body["external_userid_list"] for c in wecom.calls_to("kf/customer/batchget")]
     assert sorted(len(chunk) for chunk in sent) == [50, 100, 100]
-    assert sorted(sum(sent, [])) == sorted(ids)
+    assert sorted(i for chunk in sent for i in chunk) == sorted(ids)
     assert [c.external_userid for c in batch.customer_list] == [i for i in ids if "bad" not in i]
     assert batch.invalid_external_userid == tuple(i for i in ids if "bad" in i)
-    assert all(c.body["need_enter_session_context"] == 0 for c in wecom.calls_to("kf/customer/batchget"))
+    assert all(
+        c.body["need_enter_session_context"] == 0 for c in wecom.calls_to("kf/customer/batchget")
+    )
 
 
 async def test_kf_sends_the_session_context_flag(wecom: MockWeCom, client: WeComClient) -> None:
     wecom.on("POST", "kf/customer/batchget", lambda call: load("seed_kf_customer_batchget.json"))
-    batch = await client.kf.batchget_customers(["wmxxxxxxxxxxxxxxxxxxxxxx"], need_enter_session_context=True)
+    batch = await client.kf.batchget_customers(
+        ["wmxxxxxxxxxxxxxxxxxxxxxx"], need_enter_session_context=True
+    )
     (call,) = wecom.calls_to("kf/customer/batchget")
     assert call.body == {
         "external_userid_list": ["wmxxxxxxxxxxxxxxxxxxxxxx"],
@@ -195,7 +201,9 @@ async def test_list_and_follow_user_list(wecom: MockWeCom, client: WeComClient) 
 async def test_raw_request_gets_token_and_checks_errcode(
     wecom: MockWeCom, client: WeComClient
 ) -> None:
-    wecom.on("POST", "externalcontact/add_contact_way", lambda call: {"errcode": 0, "config_id": "c1"})
+    wecom.on(
+        "POST", "externalcontact/add_contact_way", lambda call: {"errcode": 0, "config_id": "c1"}
+    )
     answer = await client.request(
         "post", "/externalcontact/add_contact_way", params={"debug_tag": "x"}, json={"type": 1}
     )

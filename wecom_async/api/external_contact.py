@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Mapping
 from typing import Any
 
@@ -34,7 +35,7 @@ class ExternalContactAPI(Namespace):
             return await self._client._call("GET", path, params)
 
         first: dict[str, Any] | None = None
-        follow_user: list[Any] = []
+        follow_user: builtins.list[Any] = []
         async for page in follow_cursor(call, {"external_userid": external_userid}, path):
             if first is None:
                 first = page
@@ -42,7 +43,7 @@ class ExternalContactAPI(Namespace):
         assert first is not None
         return decode({**first, "follow_user": follow_user}, ExternalContactDetail, path=path)
 
-    async def list(self, userid: str) -> list[str]:
+    async def list(self, userid: str) -> builtins.list[str]:
         """List the external_userid of every customer of one member (no paging).
 
         GET /cgi-bin/externalcontact/list
@@ -51,9 +52,11 @@ class ExternalContactAPI(Namespace):
         path = "externalcontact/list"
         require_id(userid, "userid")
         page = await self._client._call("GET", path, {"userid": userid})
-        return list(decode(array_field(page, "external_userid", path), tuple[str, ...], path=path))
+        return builtins.list(
+            decode(array_field(page, "external_userid", path), tuple[str, ...], path=path)
+        )
 
-    async def get_follow_user_list(self) -> list[str]:
+    async def get_follow_user_list(self) -> builtins.list[str]:
         """List the userid of every member with customer contact enabled.
 
         GET /cgi-bin/externalcontact/get_follow_user_list
@@ -61,4 +64,6 @@ class ExternalContactAPI(Namespace):
         """
         path = "externalcontact/get_follow_user_list"
         page = await self._client._call("GET", path)
-        return list(decode(array_field(page, "follow_user", path), tuple[str, ...], path=path))
+        return builtins.list(
+            decode(array_field(page, "follow_user", path), tuple[str, ...], path=path)
+        )

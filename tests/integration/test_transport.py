@@ -1,0 +1,133 @@
+"""Transport faults over a real loopback socket: timeouts, dropped connections, big bodies."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from tests.conftest import CORP_ID, SECRET
+from wecom_async import RetryPolicy, SessionPool, WeComClient, WeComTransportError
+
+Route = Callable[[web.Request], Any]
+
+
+class TinyServer:
+    """An aiohttp server on 127.0.0.1 that hands out tokens and runs one scripted route."""
+
+    def __init__(self) -> None:
+        self.route: Route = lambda request: web.json_response({"errcode": 0})
+        self.hits = 0
+        self.base_url = ""
+
+    async def _gettoken(self, request: web.Request) -> web.Response:
+        return web.json_response({"errcode": 0, "access_token": "TOK", "expires_in": 7200})
+
+    async def _data(self, request: web.Request) -> web.StreamResponse:
+        self.hits += 1
+        result = self.route(request)
+        if asyncio.iscoroutine(result):
+            result = await result
+        return result  # type: ignore[no-any-return]
+
+    async def start(self) -> web.AppRunner:
+        app = web.Application()
+        app.router.add_get("/cgi-bin/gettoken", self._gettoken)
+        app.router.add_route("*", "/cgi-bin/{tail:.*}", self._data)
+        runner = web.AppRunner(app, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        self.base_url = f"http://127.0.0.1:{port}/cgi-bin/"
+        return runner
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[TinyServer]:
+    srv = TinyServer()
+    runner = await srv.start()
+    yield srv
+    await runner.cleanup()
+
+
+def fast(attempts: int = 3) -> RetryPolicy:
+    return RetryPolicy(max_attempts=attempts, backoff_base=0.001, backoff_max=0.01)
+
+
+async def test_a_slow_answer_times_out_and_is_retried(server: TinyServer) -> None:
+    async def slow_then_fast(request: web.Request) -> web.Response:
+        if server.hits == 1:
+            await asyncio.sleep(1.0)
+        return web.json_response({"errcode": 0, "external_userid": ["wm1"]})
+
+    server.route = slow_then_fast
+    async with WeComClient(
+        CORP_ID, SECRET, base_url=server.base_url, retry=fast(), timeout=0.2
+    ) as client:
+        assert await client.external_contact.list("u") == ["wm1"]
+    assert server.hits == 2
+
+
+async def test_timeouts_exhaust_the_policy(server: TinyServer) -> None:
+    async def always_slow(request: web.Request) -> web.Response:
+        await asyncio.sleep(1.0)
+        return web.json_response({"errcode": 0})
+
+    server.route = always_slow
+    async with WeComClient(
+        CORP_ID, SECRET, base_url=server.base_url, retry=fast(2), timeout=0.1
+    ) as client:
+        with pytest.raises(WeComTransportError, match="timed out"):
+            await client.external_contact.list("u")
+    assert server.hits == 2
+
+
+async def test_a_dropped_connection_is_retried(server: TinyServer) -> None:
+    async def drop_first(request: web.Request) -> web.StreamResponse:
+        if server.hits == 1:
+            assert request.transport is not None
+            request.transport.close()  # hang up without answering
+            await asyncio.sleep(0.05)
+        return web.json_response({"errcode": 0, "external_userid": ["wm2"]})
+
+    server.route = drop_first
+    async with WeComClient(CORP_ID, SECRET, base_url=server.base_url, retry=fast()) as client:
+        assert await client.external_contact.list("u") == ["wm2"]
+    assert server.hits == 2
+
+
+async def test_answers_are_decoded_whatever_the_content_type(server: TinyServer) -> None:
+    server.route = lambda request: web.Response(
+        text=json.dumps({"errcode": 0, "external_userid": ["wm3"]}), content_type="text/plain"
+    )
+    async with WeComClient(CORP_ID, SECRET, base_url=server.base_url) as client:
+        assert await client.external_contact.list("u") == ["wm3"]
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+async def test_a_body_over_the_cap_is_refused(server: TinyServer, chunked: bool) -> None:
+    big = json.dumps({"errcode": 0, "external_userid": ["x" * 100] * 200}).encode()
+
+    async def huge(request: web.Request) -> web.StreamResponse:
+        if not chunked:
+            return web.Response(body=big, content_type="application/json")
+        resp = web.StreamResponse()
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        for i in range(0, len(big), 1000):
+            await resp.write(big[i : i + 1000])
+        await resp.write_eof()
+        return resp
+
+    server.route = huge
+    async with (
+        SessionPool(max_body_bytes=4096) as pool,
+        WeComClient(CORP_ID, SECRET, base_url=server.base_url, pool=pool, retry=fast(1)) as client,
+    ):
+        with pytest.raises(WeComTransportError, match="cap"):
+            await client.external_contact.list("u")

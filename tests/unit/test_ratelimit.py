@@ -1,0 +1,178 @@
+"""The sliding-window guarantee, checked from the times the mock server saw."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Any
+
+import pytest
+
+from tests.conftest import BASE, CORP_ID, SECRET, Call, MockWeCom
+from wecom_async import RateLimit, SessionPool, WeComClient
+from wecom_async._ratelimit import DEFAULT_LIMITS, SlidingWindow, normalize_limits
+
+PATH = "externalcontact/list"
+
+
+def latency_handler(low: float, high: float, seed: int = 7) -> Any:
+    rng = random.Random(seed)
+
+    async def handler(call: Call) -> dict[str, Any]:
+        await asyncio.sleep(rng.uniform(low, high))  # network jitter, seeded
+        return {"errcode": 0, "errmsg": "ok", "external_userid": []}
+
+    return handler
+
+
+def most_in_any_window(times: list[float], period: float) -> int:
+    """The largest number of times that fall in one half-open window of ``period``."""
+    times = sorted(times)
+    best, start = 0, 0
+    for end, t in enumerate(times):
+        while t - times[start] >= period:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
+
+
+def most_slots_held(calls: list[Call], period: float) -> int:
+    """At each arrival, how many calls (itself included) started and had not yet
+    answered plus ``period``: the limiter promises at most ``max_calls``."""
+    return max(sum(1 for o in calls if o.arrived <= c.arrived < o.answered + period) for c in calls)
+
+
+async def run_calls(client: WeComClient, n: int) -> None:
+    await asyncio.gather(*(client.external_contact.list(f"u{i}") for i in range(n)))
+
+
+async def test_no_window_sees_more_than_max_calls(wecom: MockWeCom) -> None:
+    wecom.on("GET", PATH, latency_handler(0.0, 0.04))
+    limit = RateLimit(5, 0.2)
+    async with WeComClient(CORP_ID, SECRET, base_url=BASE, rate_limit=limit) as client:
+        await run_calls(client, 25)
+    calls = wecom.calls_to(PATH)
+    assert len(calls) == 25
+    assert most_in_any_window([c.arrived for c in calls], 0.2) == 5
+    # The window is measured from each answer, so jitter cannot squeeze a sixth in.
+    assert most_slots_held(calls, 0.2) <= 5
+
+
+async def test_every_limit_of_a_sequence_holds(wecom: MockWeCom) -> None:
+    wecom.on("GET", PATH, latency_handler(0.0, 0.01))
+    limits = [RateLimit(2, 0.1), RateLimit(4, 0.5)]
+    async with WeComClient(CORP_ID, SECRET, base_url=BASE, rate_limit=limits) as client:
+        await run_calls(client, 10)
+    arrivals = [c.arrived for c in wecom.calls_to(PATH)]
+    assert most_in_any_window(arrivals, 0.1) <= 2
+    assert most_in_any_window(arrivals, 0.5) <= 4
+
+
+async def test_clients_of_one_corp_on_one_pool_share_a_budget(wecom: MockWeCom) -> None:
+    wecom.on("GET", PATH, latency_handler(0.0, 0.01))
+    limit = RateLimit(3, 0.2)
+    async with SessionPool() as pool:
+        a = WeComClient(CORP_ID, SECRET, base_url=BASE, pool=pool, rate_limit=limit)
+        b = WeComClient(CORP_ID, "another-app-secret", base_url=BASE, pool=pool, rate_limit=limit)
+        wecom.revoked.clear()
+        # The second app's secret is wrong for the mock's gettoken; give both one token.
+        b._tokens = a._tokens
+        await asyncio.gather(run_calls(a, 6), run_calls(b, 6))
+        await a.aclose()
+        await b.aclose()
+        assert not pool.closed  # a client never closes a pool it was given
+    assert most_in_any_window([c.arrived for c in wecom.calls_to(PATH)], 0.2) == 3
+
+
+async def test_corps_have_separate_budgets(wecom: MockWeCom) -> None:
+    wecom.on("GET", PATH, latency_handler(0.0, 0.0))
+    slow = RateLimit(3, 30.0)  # a fourth call in one corp would wait 30 s
+    async with SessionPool() as pool:
+        a = WeComClient(CORP_ID, SECRET, base_url=BASE, pool=pool, rate_limit=slow)
+        b = WeComClient("ww-other-corp", SECRET, base_url=BASE, pool=pool, rate_limit=slow)
+        await asyncio.wait_for(asyncio.gather(run_calls(a, 3), run_calls(b, 3)), timeout=5)
+        await a.aclose()
+        await b.aclose()
+
+
+async def test_one_corp_cannot_have_two_budget_sizes() -> None:
+    async with SessionPool() as pool:
+        WeComClient(CORP_ID, SECRET, base_url=BASE, pool=pool, rate_limit=RateLimit(3, 1))
+        with pytest.raises(ValueError, match="share one budget"):
+            WeComClient(CORP_ID, SECRET, base_url=BASE, pool=pool, rate_limit=RateLimit(4, 1))
+
+
+async def test_an_empty_sequence_turns_the_limit_off(wecom: MockWeCom) -> None:
+    everyone_in = asyncio.Event()
+    in_flight = 0
+
+    async def handler(call: Call) -> dict[str, Any]:
+        nonlocal in_flight
+        in_flight += 1
+        if in_flight == 50:
+            everyone_in.set()
+        await asyncio.wait_for(everyone_in.wait(), timeout=2)
+        return {"errcode": 0, "external_userid": []}
+
+    wecom.on("GET", PATH, handler)
+    async with WeComClient(CORP_ID, SECRET, base_url=BASE, rate_limit=[]) as client:
+        await run_calls(client, 50)
+
+
+def test_limits_normalise_and_validate() -> None:
+    assert normalize_limits(None) == DEFAULT_LIMITS
+    assert (RateLimit(10_000, 60.0), RateLimit(150_000, 3600.0)) == DEFAULT_LIMITS
+    assert normalize_limits([RateLimit(5, 2), RateLimit(1, 1)]) == (
+        RateLimit(1, 1),
+        RateLimit(5, 2),
+    )
+    assert normalize_limits([]) == ()
+    with pytest.raises(TypeError):
+        normalize_limits([(5, 1)])  # type: ignore[list-item]
+    for bad in [(0, 1), (1, 0), (1.5, 1), (1, float("inf")), (True, 1)]:
+        with pytest.raises(ValueError):
+            RateLimit(*bad)  # type: ignore[arg-type]
+
+
+# -- the window on its own --
+
+
+async def test_waiters_are_served_in_order_and_a_cancelled_one_loses_no_slot() -> None:
+    window = SlidingWindow([RateLimit(1, 0.05)])
+    await window.acquire()
+    order: list[str] = []
+
+    async def take(name: str) -> None:
+        await window.acquire()
+        order.append(name)
+        window.release()
+
+    first = asyncio.create_task(take("first"))
+    doomed = asyncio.create_task(take("doomed"))
+    last = asyncio.create_task(take("last"))
+    await asyncio.sleep(0)
+    doomed.cancel()
+    window.release()
+    await asyncio.wait_for(asyncio.gather(first, last), timeout=2)
+    assert order == ["first", "last"]
+    assert doomed.cancelled()
+    # Every slot came back: one more acquire succeeds once the cool-downs pass.
+    await asyncio.wait_for(window.acquire(), timeout=1)
+
+
+async def test_a_waiter_cancelled_as_its_slot_arrives_gives_the_slot_back() -> None:
+    window = SlidingWindow([RateLimit(1, 0.01)])
+    (state,) = window._windows
+    await window.acquire()
+    waiter = asyncio.create_task(window.acquire())
+    await asyncio.sleep(0)
+    window.release()
+    # Poll until the timer has handed the slot to the waiter; the waiter task has
+    # not run yet (its wake-up is queued behind this coroutine), so cancel it now.
+    while state.in_flight == 0:  # noqa: ASYNC110 - the point is to yield one step at a time
+        await asyncio.sleep(0)
+    waiter.cancel()
+    await asyncio.gather(waiter, return_exceptions=True)
+    assert waiter.cancelled()
+    assert state.in_flight == 0  # handed back, not leaked
+    await asyncio.wait_for(window.acquire(), timeout=1)
