@@ -110,20 +110,26 @@ class WechatChannels:
 
 
 @attrs.frozen(kw_only=True)
-class FollowUser:
-    """One member who added the customer, with that member's remarks and tags."""
+class _Relationship:
+    """What a member recorded about a customer: the fields both answer shapes share."""
 
     userid: str = ""
     remark: str = ""
     description: str = ""
     createtime: int = 0
-    tags: tuple[FollowUserTag, ...] = ()
     remark_corp_name: str | None = None
     remark_mobiles: tuple[str, ...] = ()
     oper_userid: str | None = None
     add_way: int | None = None
     state: str | None = None
     wechat_channels: WechatChannels | None = None
+
+
+@attrs.frozen(kw_only=True)
+class FollowUser(_Relationship):
+    """One member who added the customer, with that member's remarks and tags."""
+
+    tags: tuple[FollowUserTag, ...] = ()
 
 
 @attrs.frozen(kw_only=True)
@@ -138,23 +144,13 @@ class ExternalContactDetail:
 
 
 @attrs.frozen(kw_only=True)
-class FollowInfo:
+class FollowInfo(_Relationship):
     """One member's relationship to a customer, as ``batch/get_by_user`` gives it.
 
     Unlike :class:`FollowUser` it carries ``tag_id`` (ids only) instead of ``tags``.
     """
 
-    userid: str = ""
-    remark: str = ""
-    description: str = ""
-    createtime: int = 0
     tag_id: tuple[str, ...] = ()
-    remark_corp_name: str | None = None
-    remark_mobiles: tuple[str, ...] = ()
-    oper_userid: str | None = None
-    add_way: int | None = None
-    state: str | None = None
-    wechat_channels: WechatChannels | None = None
 
 
 @attrs.frozen(kw_only=True)
