@@ -86,11 +86,15 @@ class _Window:
         # clock order and the period is constant, so this stays sorted.
         self.free_at: deque[float] = deque()
 
-    def has_room(self, now: float) -> bool:
+    def prune(self, now: float) -> None:
+        """Forget cool-downs that have ended."""
         free_at = self.free_at
         while free_at and free_at[0] <= now:
             free_at.popleft()
-        return self.in_flight + len(free_at) < self.limit.max_calls
+
+    def has_room(self, now: float) -> bool:
+        self.prune(now)
+        return self.in_flight + len(self.free_at) < self.limit.max_calls
 
     def next_free(self) -> float | None:
         return self.free_at[0] if self.free_at else None
@@ -113,7 +117,10 @@ class SlidingWindow:
         return tuple(w.limit for w in self._windows)
 
     def _has_room(self, now: float) -> bool:
-        return all(w.has_room(now) for w in self._windows)
+        # Every window is pruned, not just up to the first full one: a window left
+        # holding ended cool-downs would arm the timer in the past, again and again.
+        rooms = [w.has_room(now) for w in self._windows]
+        return all(rooms)
 
     def _take(self) -> None:
         for w in self._windows:
@@ -168,6 +175,9 @@ class SlidingWindow:
             self._timer = None
         if not self._waiters:
             return
+        now = loop.time()
+        for w in self._windows:
+            w.prune(now)
         due = [t for w in self._windows if (t := w.next_free()) is not None]
         if due:
             self._timer = loop.call_at(min(due), self._on_timer, loop)

@@ -39,7 +39,8 @@ class RetryPolicy:
 
     Retried: the errcodes in ``retry_errcodes`` (by default -1, 6000, 45009 and
     45033) and transport faults (connection errors, timeouts, HTTP 5xx, a body
-    that is not JSON). Nothing else is: a permanent errcode raises at once.
+    that is not JSON). Nothing else is: a permanent errcode, an HTTP 3xx or 4xx and
+    an oversized body raise at once.
 
     ``max_attempts`` counts the first try. The wait before try ``n + 1`` is
     ``backoff_base * 2 ** (n - 1)`` capped at ``backoff_max``, scaled by a random
@@ -67,9 +68,9 @@ class RetryPolicy:
         """Whether a call that raised ``exc`` should be tried again."""
         if isinstance(exc, WeComAPIError):
             return exc.errcode in self.retry_errcodes
-        if isinstance(exc, WeComDecodeError):
+        if isinstance(exc, (WeComDecodeError, WeComTransportError)):
             return exc.retryable
-        return isinstance(exc, WeComTransportError)
+        return False
 
     def delay(self, failures: int, exc: BaseException | None) -> float:
         """Seconds to wait after the ``failures``-th failed try, which raised ``exc``."""

@@ -18,6 +18,8 @@ from typing import Protocol, runtime_checkable
 
 import attrs
 
+from .errors import WeComClosedError
+
 __all__ = ["AccessToken", "MemoryTokenStore", "TokenManager", "TokenStore", "token_key"]
 
 #: Refresh this long before WeCom's ``expires_in`` runs out, at most.
@@ -75,6 +77,13 @@ class MemoryTokenStore:
             del self._tokens[key]
 
 
+def _being_cancelled() -> bool:
+    """Whether the current task has a cancellation pending (knowable on 3.11+ only)."""
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)
+    return bool(cancelling()) if cancelling is not None else False
+
+
 def token_key(corp_id: str, corp_secret: str) -> str:
     """The cache key of a (corp, app): the corp id and a digest of the secret.
 
@@ -114,6 +123,7 @@ class TokenManager:
         # process, a network store) must not hand it back to us.
         self._rejected: str | None = None
         self._refresh: asyncio.Future[str] | None = None
+        self._closed = False
 
     def __repr__(self) -> str:
         return f"<TokenManager key={self._key!r} cached={self._local is not None}>"
@@ -129,7 +139,14 @@ class TokenManager:
             refresh.add_done_callback(self._refresh_done)
         # shield: a caller cancelled while waiting must not cancel the refresh that
         # every other waiter is sharing.
-        return await asyncio.shield(refresh)
+        try:
+            return await asyncio.shield(refresh)
+        except asyncio.CancelledError:
+            if self._closed and refresh.cancelled() and not _being_cancelled():
+                # The refresh was cancelled by aclose(), not this caller: say so,
+                # rather than hand a CancelledError to a task nobody cancelled.
+                raise WeComClosedError("the client was closed while fetching a token") from None
+            raise
 
     def _refresh_done(self, refresh: asyncio.Future[str]) -> None:
         if self._refresh is refresh:
@@ -159,6 +176,7 @@ class TokenManager:
 
     async def aclose(self) -> None:
         """Cancel a refresh in flight (the client is closing)."""
+        self._closed = True
         refresh = self._refresh
         if refresh is not None and not refresh.done():
             refresh.cancel()

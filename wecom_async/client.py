@@ -9,6 +9,7 @@ raises a typed error. No other code in this package reaches the network.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
@@ -16,6 +17,7 @@ import time
 from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Any, Final
+from urllib.parse import quote, quote_plus
 
 import aiohttp
 from yarl import URL
@@ -45,6 +47,8 @@ DEFAULT_BASE_URL: Final = "https://qyapi.weixin.qq.com/cgi-bin/"
 #: Query parameters whose values are secrets, masked wherever a URL is shown.
 _SECRET_PARAMS: Final = ("access_token", "corpsecret")
 _MASK: Final = "***"
+
+_NOT_JSON: Final = object()
 
 #: 41001 means no token was sent at all: a bug, not something a refresh fixes.
 _TOKEN_MISSING: Final = 41001
@@ -102,7 +106,9 @@ class WeComClient:
         self._owns_pool = pool is None
         self._pool = pool if pool is not None else SessionPool()
         self._limiter = self._pool.rate_limiter
-        if self._limits and isinstance(self._limiter, LocalRateLimiter):
+        if isinstance(self._limiter, LocalRateLimiter):
+            # Also for rate_limit=[]: a client without limits would overrun the
+            # budget that other clients of its corp keep on this pool.
             self._limiter.check_limits(corp_id, self._limits)
         self._tokens = TokenManager(
             token_key(corp_id, corp_secret),
@@ -181,6 +187,9 @@ class WeComClient:
             raise WeComInputError(f"path must be a non-empty string, got {path!r}")
         if params is not None and "access_token" in params:
             raise WeComInputError("do not pass access_token: the client adds it")
+        if params is not None and "debug" in params:
+            # WeCom cuts an API called with debug=1 to 5 calls a minute.
+            raise WeComInputError("do not pass debug: WeCom limits debug calls to 5 a minute")
         return await self._call(verb, path.strip("/"), params, json)
 
     # The single call path ------------------------------------------------
@@ -250,6 +259,7 @@ class WeComClient:
         if limits:
             await self._limiter.acquire(self._corp_id, path, limits)
         started = time.monotonic()
+        failure: BaseException | None = None
         try:
             async with session.request(
                 method,
@@ -261,15 +271,15 @@ class WeComClient:
             ) as resp:
                 status = resp.status
                 raw = await _read_body(resp, self._pool.max_body_bytes, path)
-        except TimeoutError as exc:
-            raise WeComTransportError(
-                f"{method} {path} timed out after {self._timeout.total}s", path=path
-            ) from exc
-        except aiohttp.ClientError as exc:
-            raise _transport_error(method, path, exc, query) from _hide_secrets(exc, query)
+        except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
+            # Raised below, outside this block, so that the new error gets no
+            # __context__: aiohttp's exception may hold the URL, token and all.
+            failure = exc
         finally:
             if limits:
                 self._limiter.release(self._corp_id, path, limits)
+        if failure is not None:
+            raise _transport_error(method, path, failure, query, self._timeout.total)
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(
                 "%s %s -> HTTP %d, %d bytes in %.1f ms",
@@ -309,26 +319,37 @@ def redact_url(url: URL) -> str:
 
 
 def _secret_values(query: Mapping[str, Any]) -> list[str]:
-    return [str(query[k]) for k in _SECRET_PARAMS if query.get(k)]
+    """Every form in which a secret of this request could appear in text."""
+    forms = []
+    for key in _SECRET_PARAMS:
+        value = query.get(key)
+        if value:
+            text = str(value)
+            forms += [text, quote(text, safe=""), quote_plus(text)]
+    return forms
 
 
 def _transport_error(
-    method: str, path: str, exc: BaseException, query: Mapping[str, Any]
+    method: str, path: str, exc: BaseException, query: Mapping[str, Any], timeout: float | None
 ) -> WeComTransportError:
-    detail = str(exc)
-    for secret in _secret_values(query):
-        detail = detail.replace(secret, _MASK)
-    text = f"{method} {path} failed: {type(exc).__name__}"
-    return WeComTransportError(f"{text}: {detail}" if detail else text, path=path)
+    """A WeComTransportError for ``exc``, with every secret of the request masked.
 
-
-def _hide_secrets(exc: BaseException, query: Mapping[str, Any]) -> BaseException | None:
-    """The exception to chain as ``__cause__``, or None when its text shows a secret.
-
-    aiohttp puts the request URL (and so the token) in a few exceptions' text.
+    The original is chained as ``__cause__`` only when neither its text nor its
+    attributes can show a secret (aiohttp keeps the request URL on some errors).
     """
-    text = f"{exc!s} {exc!r}"
-    return None if any(secret in text for secret in _secret_values(query)) else exc
+    secrets = _secret_values(query)
+    if isinstance(exc, asyncio.TimeoutError):
+        error = WeComTransportError(f"{method} {path} timed out after {timeout}s", path=path)
+    else:
+        detail = str(exc)
+        for secret in secrets:
+            detail = detail.replace(secret, _MASK)
+        text = f"{method} {path} failed: {type(exc).__name__}"
+        error = WeComTransportError(f"{text}: {detail}" if detail else text, path=path)
+    shown = f"{exc!s} {exc!r}"
+    if not hasattr(exc, "request_info") and not any(s in shown for s in secrets):
+        error.__cause__ = exc
+    return error
 
 
 async def _read_body(resp: aiohttp.ClientResponse, cap: int, path: str) -> bytes:
@@ -345,7 +366,9 @@ async def _read_body(resp: aiohttp.ClientResponse, cap: int, path: str) -> bytes
     async for chunk in resp.content.iter_chunked(65536):
         size += len(chunk)
         if size > cap:
-            raise WeComTransportError(f"{path} answered over the {cap}-byte cap", path=path)
+            raise WeComTransportError(
+                f"{path} answered over the {cap}-byte cap", path=path, retryable=False
+            )
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -354,13 +377,17 @@ def _parse(raw: bytes, path: str) -> dict[str, Any]:
     """Decode the body as JSON whatever the Content-Type says (WeCom has sent text/plain)."""
     try:
         data = json.loads(raw)
-    except (ValueError, RecursionError) as exc:
-        preview = raw[:60].decode("utf-8", "replace")
+    except (ValueError, RecursionError):
+        data = _NOT_JSON
+    if data is _NOT_JSON:
+        # Raised outside the except block and without the decoder's error, whose
+        # .doc holds the body: a cut-off gettoken answer carries the token.
+        detail = f"{len(raw)} bytes"
+        if path != "gettoken":
+            detail += f", starting {raw[:60].decode('utf-8', 'replace')!r}"
         raise WeComDecodeError(
-            f"{path} answered a body that is not JSON ({len(raw)} bytes, starting {preview!r})",
-            path=path,
-            retryable=True,
-        ) from exc
+            f"{path} answered a body that is not JSON ({detail})", path=path, retryable=True
+        )
     if not isinstance(data, dict):
         raise WeComDecodeError(
             f"{path} answered JSON {type(data).__name__}, not an object", path=path

@@ -44,13 +44,18 @@ class WeComTransportError(WeComError):
 
     Connection errors, timeouts, dropped connections and non-2xx statuses land here.
     ``status`` is the HTTP status when there was one. The underlying aiohttp or
-    asyncio exception is chained as ``__cause__``.
+    asyncio exception is chained as ``__cause__`` unless its text would show a secret.
+    ``retryable`` is false for answers that another try would not change: an HTTP
+    status below 500 (a 3xx or 4xx) and a body over the size cap.
     """
 
-    def __init__(self, message: str, *, path: str, status: int | None = None) -> None:
+    def __init__(
+        self, message: str, *, path: str, status: int | None = None, retryable: bool | None = None
+    ) -> None:
         super().__init__(message)
         self.path = path
         self.status = status
+        self.retryable = (status is None or status >= 500) if retryable is None else retryable
 
 
 class WeComDecodeError(WeComError):

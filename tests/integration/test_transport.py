@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -11,7 +12,13 @@ import pytest
 from aiohttp import web
 
 from tests.conftest import CORP_ID, SECRET
-from wecom_async import RetryPolicy, SessionPool, WeComClient, WeComTransportError
+from wecom_async import (
+    RetryPolicy,
+    SessionPool,
+    WeComClient,
+    WeComDecodeError,
+    WeComTransportError,
+)
 
 Route = Callable[[web.Request], Any]
 
@@ -131,3 +138,70 @@ async def test_a_body_over_the_cap_is_refused(server: TinyServer, chunked: bool)
     ):
         with pytest.raises(WeComTransportError, match="cap"):
             await client.external_contact.list("u")
+
+
+def chain(exc: BaseException | None) -> str:
+    """Message and repr of an exception and of everything chained to it, either way."""
+    parts, seen = [], set()
+    todo = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        parts.append(f"{e!s} {e!r} {vars(e) if hasattr(e, '__dict__') else ''}")
+        todo += [e.__cause__, e.__context__]
+    return "\n".join(parts)
+
+
+async def test_a_garbled_answer_shows_no_secret_anywhere_in_the_chain() -> None:
+    async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"GARBAGE\r\n\r\n")  # not an HTTP status line: aiohttp keeps the URL
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(garbage, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with WeComClient(
+            CORP_ID, SECRET, base_url=f"http://127.0.0.1:{port}/cgi-bin/", retry=fast(1)
+        ) as client:
+            with pytest.raises(WeComTransportError) as info:
+                await client.external_contact.list("u")
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert SECRET not in chain(info.value)
+    assert info.value.__context__ is None
+
+
+async def test_a_cut_off_token_answer_shows_no_token(caplog: pytest.LogCaptureFixture) -> None:
+    token = "TOKEN-that-must-stay-hidden-0123456789"
+    cut = json.dumps({"errcode": 0, "access_token": token, "expires_in": 7200})[:-12]
+
+    async def cut_token(request: web.Request) -> web.Response:
+        return web.Response(text=cut, content_type="application/json")
+
+    srv = TinyServer()
+    srv._gettoken = cut_token  # type: ignore[method-assign]
+    runner = await srv.start()
+    try:
+        with caplog.at_level(logging.DEBUG, logger="wecom_async"):
+            async with WeComClient(CORP_ID, SECRET, base_url=srv.base_url, retry=fast(2)) as client:
+                with pytest.raises(WeComDecodeError, match="not JSON") as info:
+                    await client.external_contact.list("u")
+    finally:
+        await runner.cleanup()
+    assert token[:12] not in chain(info.value)
+    assert token[:12] not in "\n".join(r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("status", [301, 400, 404])
+async def test_non_5xx_http_errors_are_not_retried(server: TinyServer, status: int) -> None:
+    server.route = lambda request: web.Response(status=status, text="nope")
+    async with WeComClient(CORP_ID, SECRET, base_url=server.base_url, retry=fast(4)) as client:
+        with pytest.raises(WeComTransportError) as info:
+            await client.external_contact.list("u")
+    assert info.value.status == status
+    assert server.hits == 1

@@ -220,6 +220,7 @@ async def test_raw_request_gets_token_and_checks_errcode(
         ({"method": "DELETE", "path": "x"}, "GET or POST"),
         ({"method": "GET", "path": "/"}, "path"),
         ({"method": "GET", "path": "x", "params": {"access_token": "t"}}, "access_token"),
+        ({"method": "GET", "path": "x", "params": {"debug": 1}}, "debug"),
     ],
 )
 async def test_raw_request_refuses_bad_arguments(

@@ -176,3 +176,48 @@ async def test_a_waiter_cancelled_as_its_slot_arrives_gives_the_slot_back() -> N
     assert waiter.cancelled()
     assert state.in_flight == 0  # handed back, not leaked
     await asyncio.wait_for(window.acquire(), timeout=1)
+
+
+async def test_a_cancelled_waiter_passes_its_turn_to_the_next_one() -> None:
+    window = SlidingWindow([RateLimit(1, 0.01)])
+    (state,) = window._windows
+    await window.acquire()
+    doomed = asyncio.create_task(window.acquire())
+    await asyncio.sleep(0)
+    follower = asyncio.create_task(window.acquire())
+    await asyncio.sleep(0)
+    window.release()
+    while state.in_flight == 0:  # noqa: ASYNC110 - wait for the hand-over, step by step
+        await asyncio.sleep(0)
+    doomed.cancel()  # cancelled with the slot in hand: the follower must get it
+    await asyncio.wait_for(follower, timeout=1)
+    assert doomed.cancelled()
+
+
+async def test_expired_cool_downs_of_a_long_window_never_make_the_timer_spin() -> None:
+    # The long window's first cool-down ends (at 0.6 s) while the short window is
+    # still full (until about 0.65 s): that ended cool-down must not arm the timer.
+    window = SlidingWindow([RateLimit(1, 0.3), RateLimit(100, 0.6)])
+    await window.acquire()
+    window.release()  # short window free at 0.3, long at 0.6
+    await asyncio.sleep(0.35)
+    await window.acquire()
+    window.release()  # short window full again until about 0.65
+    fired = 0
+    on_timer = window._on_timer
+
+    def counting(loop: asyncio.AbstractEventLoop) -> None:
+        nonlocal fired
+        fired += 1
+        on_timer(loop)
+
+    window._on_timer = counting  # type: ignore[method-assign]
+    await asyncio.wait_for(window.acquire(), timeout=2)
+    assert fired <= 2  # one timer at the end of the cool-down, not a busy loop
+
+
+async def test_a_client_without_limits_cannot_join_a_limited_corp_budget() -> None:
+    async with SessionPool() as pool:
+        WeComClient(CORP_ID, SECRET, base_url=BASE, pool=pool, rate_limit=RateLimit(3, 1))
+        with pytest.raises(ValueError, match="share one budget"):
+            WeComClient(CORP_ID, SECRET, base_url=BASE, pool=pool, rate_limit=[])

@@ -13,6 +13,7 @@ from wecom_async import (
     MemoryTokenStore,
     RetryPolicy,
     WeComClient,
+    WeComClosedError,
     WeComDecodeError,
     WeComPermissionError,
     WeComTokenError,
@@ -213,3 +214,34 @@ def test_token_repr_and_key_hide_secrets() -> None:
     key = token_key("ww1", "my-secret")
     assert key.startswith("ww1:") and "my-secret" not in key
     assert token_key("ww1", "other") != key
+
+
+async def test_the_manager_keeps_a_newer_token_when_an_older_one_fails() -> None:
+    tokens = iter(["T1", "T2"])
+
+    async def fetch() -> tuple[str, float]:
+        return next(tokens), 7200
+
+    manager = TokenManager("k", MemoryTokenStore(), fetch)
+    assert await manager.get() == "T1"
+    await manager.invalidate("T1")
+    assert await manager.get() == "T2"
+    await manager.invalidate("T1")  # a late failure of the old token
+    assert manager._local is not None and manager._local.value == "T2"
+    assert await manager.get() == "T2"
+
+
+async def test_closing_during_a_token_fetch_tells_waiters_the_client_closed() -> None:
+    started = asyncio.Event()
+
+    async def fetch() -> tuple[str, float]:
+        started.set()
+        await asyncio.sleep(10)
+        return "T", 7200
+
+    manager = TokenManager("k", MemoryTokenStore(), fetch)
+    waiter = asyncio.create_task(manager.get())
+    await started.wait()
+    await manager.aclose()
+    with pytest.raises(WeComClosedError):
+        await waiter
