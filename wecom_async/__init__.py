@@ -8,7 +8,7 @@ defaults do not fit.
 from ._ratelimit import RateLimit, RateLimiter
 from ._retry import RetryPolicy
 from ._token import AccessToken, MemoryTokenStore, TokenStore
-from .client import WeComClient
+from .client import ClientStats, WeComClient
 from .errors import (
     WeComAPIError,
     WeComBusyError,
@@ -28,6 +28,7 @@ __version__ = "0.1.0.dev0"
 
 __all__ = [
     "AccessToken",
+    "ClientStats",
     "MemoryTokenStore",
     "RateLimit",
     "RateLimiter",

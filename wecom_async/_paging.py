@@ -7,12 +7,29 @@ them, and puts their answers back in order.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from typing import Any, TypeVar
 
 from .errors import WeComDecodeError, WeComInputError
 
-__all__ = ["array_field", "chunked", "follow_cursor", "gather_all", "require_id", "unique_ids"]
+__all__ = [
+    "Stream",
+    "array_field",
+    "chunked",
+    "follow_cursor",
+    "gather_all",
+    "merge_streams",
+    "require_id",
+    "unique_ids",
+]
 
 T = TypeVar("T")
 
@@ -95,3 +112,71 @@ async def follow_cursor(
         seen.add(cursor)
         page = await call({**params, cursor_key: cursor})
         yield page
+
+
+_DONE = object()
+
+
+async def merge_streams(
+    sources: Sequence[AsyncIterator[T]], *, buffer: int = 1
+) -> AsyncGenerator[T, None]:
+    """Run async iterators concurrently and yield their items as they arrive.
+
+    Each source runs in its own task and may run at most ``buffer`` items ahead of
+    the consumer, so memory stays bounded by ``len(sources) * buffer`` items. The
+    first source to fail cancels the rest and its error is raised here; closing this
+    generator (or cancelling its consumer) cancels every source.
+    """
+    queue: asyncio.Queue[tuple[object, Any]] = asyncio.Queue(max(1, buffer * len(sources)))
+
+    async def pump(source: AsyncIterator[T]) -> None:
+        try:
+            async for item in source:
+                await queue.put((None, item))
+        except Exception as exc:  # handed to the consumer, which raises it
+            await queue.put((exc, None))
+        else:
+            await queue.put((_DONE, None))
+
+    tasks = [asyncio.ensure_future(pump(source)) for source in sources]
+    running = len(tasks)
+    try:
+        while running:
+            signal, item = await queue.get()
+            if signal is _DONE:
+                running -= 1
+            elif isinstance(signal, BaseException):
+                raise signal
+            else:
+                yield item
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class Stream(AsyncIterator[T]):
+    """An async iterator over a running fan-out, closable with ``async with``.
+
+    ``async for`` works on its own; use ``async with`` (or :meth:`aclose`) when you
+    may stop early, so that requests still in flight are cancelled at once rather
+    than when the garbage collector gets to them.
+    """
+
+    def __init__(self, source: AsyncGenerator[T, None]) -> None:
+        self._source = source
+
+    def __aiter__(self) -> Stream[T]:
+        return self
+
+    async def __anext__(self) -> T:
+        return await self._source.__anext__()
+
+    async def aclose(self) -> None:
+        await self._source.aclose()
+
+    async def __aenter__(self) -> Stream[T]:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()

@@ -79,8 +79,8 @@ class RetryPolicy:
         ceiling = min(self.backoff_max, self.backoff_base * 2.0 ** (failures - 1))
         return ceiling * (0.5 + 0.5 * self.jitter())
 
-    def retrying(self, path: str) -> AsyncRetrying:
-        """A tenacity controller for one call to ``path``."""
+    def retrying(self, path: str, on_retry: Callable[[], None] | None = None) -> AsyncRetrying:
+        """A tenacity controller for one call to ``path``; ``on_retry`` runs before each wait."""
 
         def wait(state: RetryCallState) -> float:
             exc = state.outcome.exception() if state.outcome else None
@@ -89,6 +89,8 @@ class RetryPolicy:
         def log_retry(state: RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
             wait_s = state.next_action.sleep if state.next_action else 0.0
+            if on_retry is not None:
+                on_retry()
             logger.info(
                 "retrying %s (attempt %d of %d) in %.2fs after %s: %s",
                 path,

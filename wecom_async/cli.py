@@ -1,7 +1,9 @@
-"""The ``wecom-async`` command.
+"""The ``wecom-async`` command (also ``python -m wecom_async``).
 
-Every failure a user can cause ends in one line on stderr and a non-zero exit
-status, never a traceback.
+Commands: ``sync``, ``customer get``, ``kf customers``, ``fake-server`` and ``demo``.
+Credentials come from ``WECOM_CORP_ID`` and ``WECOM_CORP_SECRET``. Every failure a
+user can cause ends in one line on stderr and a non-zero exit status, never a
+traceback: 1 for a failure, 2 for bad usage, 130 for Ctrl-C.
 """
 
 from __future__ import annotations
@@ -9,17 +11,68 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
+import os
 import signal
 import sys
-from collections.abc import Sequence
+import tempfile
+import time
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
+
+from ._converter import LENIENT
+from .client import DEFAULT_BASE_URL, WeComClient
+from .errors import WeComError, WeComInputError, WeComPermissionError
+from .sync import SyncProgress, SyncReport, sync_customers
 
 __all__ = ["main"]
 
+EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 
-def _fake_server_args(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+class UsageError(Exception):
+    """Bad command-line input, reported as one line with exit status 2."""
+
+
+# -- argument parsing -------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="wecom-async",
+        description="Sync and query WeCom customers. Credentials come from the "
+        "WECOM_CORP_ID and WECOM_CORP_SECRET environment variables.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def with_base_url(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument(
+            "--base-url",
+            default=os.environ.get("WECOM_BASE_URL", DEFAULT_BASE_URL),
+            help="WeCom API root (default: the real WeCom, or $WECOM_BASE_URL)",
+        )
+        return p
+
+    p = with_base_url(sub.add_parser("sync", help="export every customer to JSON Lines"))
+    p.add_argument("--out", required=True, help="the JSON Lines file to write")
+    p.add_argument("--state", help="checkpoint file (default: OUT.sync-state)")
+    p.add_argument("--restart", action="store_true", help="ignore an earlier checkpoint")
+    p.add_argument("--concurrency", type=int, default=4, help="member chunks at once (4)")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+
+    customer = sub.add_parser("customer", help="customer contact")
+    customer_sub = customer.add_subparsers(dest="action", metavar="ACTION", required=True)
+    p = with_base_url(customer_sub.add_parser("get", help="a customer's detail as JSON"))
+    p.add_argument("external_userid")
+
+    kf = sub.add_parser("kf", help="WeChat customer service")
+    kf_sub = kf.add_subparsers(dest="action", metavar="ACTION", required=True)
+    p = with_base_url(kf_sub.add_parser("customers", help="kf customers' basic info as JSON"))
+    p.add_argument("external_userid", nargs="+")
+    p.add_argument("--context", action="store_true", help="include enter_session_context")
+
     p = sub.add_parser(
         "fake-server",
         help="run a fake WeCom server on loopback",
@@ -27,9 +80,7 @@ def _fake_server_args(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks one)")
-    p.add_argument("--customers", type=int, default=5000, help="customers (default 5000)")
-    p.add_argument("--members", type=int, default=600, help="members (default 600)")
-    p.add_argument("--seed", type=int, default=1, help="data seed (default 1)")
+    _fake_data_args(p, customers=5000)
     p.add_argument("--latency-ms", type=float, default=0.0, help="latency per request (ms)")
     p.add_argument(
         "--rate-scale",
@@ -42,14 +93,180 @@ def _fake_server_args(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--fault-rate", type=float, default=0.0, help="share of requests given an injected fault"
     )
 
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="wecom-async", description="Tools around the WeCom customer API."
+    p = sub.add_parser(
+        "demo",
+        help="sync a fake corp end to end and show the figures",
+        description="Start an embedded fake WeCom with realistic latency and scaled-down "
+        "limits, sync it with a progress bar, and print a summary.",
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    _fake_server_args(sub)
+    _fake_data_args(p, customers=5000)
+    p.add_argument("--latency-ms", type=float, default=40.0, help="mean latency (40 ms)")
+    p.add_argument(
+        "--limit-per-second",
+        type=int,
+        default=20,
+        help="the per-API limit, scaled down from 10,000/min so that it binds (20/s)",
+    )
+    p.add_argument("--out", help="where to write the JSON Lines (default: a temporary file)")
     return parser
+
+
+def _fake_data_args(p: argparse.ArgumentParser, *, customers: int) -> None:
+    p.add_argument("--customers", type=int, default=customers, help=f"customers ({customers})")
+    p.add_argument("--members", type=int, default=600, help="members (600)")
+    p.add_argument("--seed", type=int, default=1, help="data seed (1)")
+
+
+# -- shared plumbing --------------------------------------------------------
+
+
+def _credentials() -> tuple[str, str]:
+    corp_id = os.environ.get("WECOM_CORP_ID", "").strip()
+    secret = os.environ.get("WECOM_CORP_SECRET", "").strip()
+    missing = [n for n, v in (("WECOM_CORP_ID", corp_id), ("WECOM_CORP_SECRET", secret)) if not v]
+    if missing:
+        raise UsageError(f"set {' and '.join(missing)} in the environment")
+    return corp_id, secret
+
+
+def _client(args: argparse.Namespace) -> WeComClient:
+    corp_id, secret = _credentials()
+    return WeComClient(corp_id, secret, base_url=args.base_url)
+
+
+def _print_json(value: Any) -> None:
+    json.dump(value, sys.stdout, ensure_ascii=False, indent=2)
+    sys.stdout.write("\n")
+
+
+def _wire(value: Any) -> Any:
+    """A model as WeCom's JSON: attrs unstructured, fields that were absent left out."""
+    data = LENIENT.unstructure(value)
+
+    def drop_none(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: drop_none(x) for k, x in v.items() if x is not None}
+        if isinstance(v, (list, tuple)):
+            return [drop_none(x) for x in v]
+        return v
+
+    return drop_none(data)
+
+
+class _Progress:
+    """Sync progress on stderr: a rich bar on a terminal, sparse lines otherwise."""
+
+    def __init__(self, *, quiet: bool = False, force_bar: bool = False) -> None:
+        self._quiet = quiet
+        self._bar: Any = None
+        self._task: Any = None
+        self._last_line = 0.0
+        if quiet or not (force_bar or sys.stderr.isatty()):
+            return
+        try:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+            )
+        except ImportError:  # rich is the optional [cli] extra
+            return
+        self._bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[detail]}"),
+            TimeElapsedColumn(),
+            transient=False,
+            console=None,
+        )
+
+    def __enter__(self) -> _Progress:
+        if self._bar is not None:
+            self._bar.start()
+            self._task = self._bar.add_task("members", total=None, detail="")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+    def __call__(self, p: SyncProgress) -> None:
+        if self._quiet:
+            return
+        if self._bar is not None:
+            if p.phase == "export":
+                detail = f"{p.customers_written} customers written"
+            else:
+                detail = f"{p.pairs} pairs"
+            self._bar.update(
+                self._task,
+                description=p.phase,
+                total=p.members_total or None,
+                completed=p.members_done,
+                detail=detail,
+            )
+            return
+        now = time.monotonic()
+        if p.phase in ("done", "members") or now - self._last_line >= 2.0:
+            self._last_line = now
+            print(
+                f"{p.phase}: {p.members_done}/{p.members_total} members, {p.pairs} pairs, "
+                f"{p.customers_written} customers written",
+                file=sys.stderr,
+            )
+
+
+# -- commands ---------------------------------------------------------------
+
+
+async def _sync(args: argparse.Namespace) -> int:
+    client = _client(args)
+    async with client:
+        with _Progress(quiet=args.quiet) as progress:
+            report = await sync_customers(
+                client,
+                args.out,
+                state=args.state,
+                restart=args.restart,
+                concurrency=args.concurrency,
+                progress=progress,
+            )
+    _print_report(report, file=sys.stderr)
+    return 0
+
+
+def _print_report(report: SyncReport, *, file: Any) -> None:
+    print(
+        f"wrote {report.customers} customers from {report.members} members to {report.out} "
+        f"in {report.elapsed:.1f}s"
+        + (f" (resumed after {report.resumed_members} members)" if report.resumed_members else ""),
+        file=file,
+    )
+    if report.unlicensed_userids:
+        print(
+            f"warning: {len(report.unlicensed_userids)} members have no interop licence; "
+            f"their customers are missing: {', '.join(report.unlicensed_userids[:10])}",
+            file=file,
+        )
+
+
+async def _customer_get(args: argparse.Namespace) -> int:
+    async with _client(args) as client:
+        detail = await client.external_contact.get(args.external_userid)
+    _print_json(_wire(detail))
+    return 0
+
+
+async def _kf_customers(args: argparse.Namespace) -> int:
+    async with _client(args) as client:
+        batch = await client.kf.batchget_customers(
+            args.external_userid, need_enter_session_context=args.context
+        )
+    _print_json(_wire(batch))
+    return 0
 
 
 async def _serve_fake(args: argparse.Namespace) -> int:
@@ -79,6 +296,90 @@ async def _serve_fake(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _demo(args: argparse.Namespace) -> int:
+    from ._ratelimit import RateLimit
+    from .testing import FakeWeCom
+
+    rate = args.limit_per_second
+    if rate < 1:
+        raise UsageError("--limit-per-second must be at least 1")
+    mean = args.latency_ms / 1000
+    fake = FakeWeCom(
+        customers=args.customers,
+        members=args.members,
+        seed=args.seed,
+        latency=(mean * 0.5, mean * 1.5),
+        rate_limits=[(rate, 1.0)],
+    )
+    with contextlib.ExitStack() as stack:
+        out = args.out
+        if out is None:
+            out = os.path.join(
+                stack.enter_context(tempfile.TemporaryDirectory()), "customers.jsonl"
+            )
+        async with fake, fake.client(rate_limit=RateLimit(rate, 1.0)) as client:
+            print(
+                f"fake WeCom at {fake.base_url}: {args.customers} customers, {args.members} "
+                f"members, {args.latency_ms:.0f} ms latency, {rate} calls/s per API",
+                file=sys.stderr,
+            )
+            with _Progress(force_bar=True) as progress:
+                report = await sync_customers(client, out, progress=progress)
+        batch_calls = len(fake.calls_to("externalcontact/batch/get_by_user"))
+        _print_report(report, file=sys.stderr)
+        rows = [
+            ("customers", f"{report.customers:,}"),
+            ("requests", f"{client.stats.requests:,}"),
+            ("retries", f"{client.stats.retries:,}"),
+            ("token refreshes", f"{client.stats.token_fetches:,}"),
+            ("45009 answers", f"{fake.stats.violations:,}"),
+            ("wall time", f"{report.elapsed:.2f} s"),
+            ("customers/s", f"{report.customers / report.elapsed:,.0f}"),
+            (
+                "batch calls/s vs limit",
+                f"{batch_calls / report.elapsed:.1f} / {rate} = "
+                f"{batch_calls / report.elapsed / rate:.2f}",
+            ),
+        ]
+        _print_table("demo summary", rows)
+    return 0
+
+
+def _print_table(title: str, rows: list[tuple[str, str]]) -> None:
+    try:
+        from rich.console import Console
+        from rich.table import Table
+    except ImportError:
+        print(title)
+        width = max(len(k) for k, _ in rows)
+        for key, value in rows:
+            print(f"  {key:<{width}}  {value}")
+        return
+    table = Table(title=title)
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for key, value in rows:
+        table.add_row(key, value)
+    Console().print(table)
+
+
+_COMMANDS: dict[
+    tuple[str, str | None], Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
+] = {
+    ("sync", None): _sync,
+    ("customer", "get"): _customer_get,
+    ("kf", "customers"): _kf_customers,
+    ("fake-server", None): _serve_fake,
+    ("demo", None): _demo,
+}
+
+
+def _explain(exc: BaseException) -> str:
+    if isinstance(exc, WeComPermissionError) and exc.errcode in (40001, 40013):
+        return f"WeCom refused the corp id or secret (errcode {exc.errcode}): check the credentials"
+    return str(exc) or type(exc).__name__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     parser = _parser()
@@ -86,14 +387,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
+    command = _COMMANDS[(args.command, getattr(args, "action", None))]
+    name = " ".join(filter(None, (args.command, getattr(args, "action", None))))
     try:
-        if args.command == "fake-server":
-            return asyncio.run(_serve_fake(args))
+        return asyncio.run(command(args))
     except KeyboardInterrupt:
-        print("wecom-async: interrupted", file=sys.stderr)
+        hint = "; run the same command again to resume" if args.command == "sync" else ""
+        print(f"wecom-async {name}: interrupted{hint}", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except (OSError, ValueError) as exc:
-        print(f"wecom-async {args.command}: {exc}", file=sys.stderr)
-        return 1
-    parser.error(f"unknown command {args.command!r}")
-    return EXIT_USAGE
+    except (UsageError, WeComInputError) as exc:
+        print(f"wecom-async {name}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (WeComError, OSError) as exc:
+        print(f"wecom-async {name}: {_explain(exc)}", file=sys.stderr)
+        return EXIT_FAILURE

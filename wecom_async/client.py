@@ -20,6 +20,7 @@ from typing import Any, Final
 from urllib.parse import quote, quote_plus
 
 import aiohttp
+import attrs
 from yarl import URL
 
 from ._ratelimit import LocalRateLimiter, RateLimit, normalize_limits
@@ -32,13 +33,14 @@ from .errors import (
     WeComClosedError,
     WeComDecodeError,
     WeComInputError,
+    WeComRateLimitError,
     WeComTokenError,
     WeComTransportError,
     error_for_errcode,
 )
 from .pool import SessionPool
 
-__all__ = ["DEFAULT_BASE_URL", "WeComClient"]
+__all__ = ["DEFAULT_BASE_URL", "ClientStats", "WeComClient"]
 
 logger = logging.getLogger("wecom_async")
 
@@ -52,6 +54,20 @@ _NOT_JSON: Final = object()
 
 #: 41001 means no token was sent at all: a bug, not something a refresh fixes.
 _TOKEN_MISSING: Final = 41001
+
+
+@attrs.define
+class ClientStats:
+    """What a client has done so far, for summaries and metrics. Read-only by intent."""
+
+    requests: int = 0
+    """HTTP exchanges started, ``gettoken`` included, retries included."""
+    retries: int = 0
+    """Waits before another try of a failed call."""
+    token_fetches: int = 0
+    """``gettoken`` calls made."""
+    rate_limited: int = 0
+    """Answers of 45009 (over a frequency limit)."""
 
 
 class WeComClient:
@@ -117,6 +133,8 @@ class WeComClient:
         )
         self._urls: dict[str, URL] = {}
         self._closed = False
+        self.stats = ClientStats()
+        """Counters of requests, retries, token fetches and 45009 answers."""
 
         self.external_contact = ExternalContactAPI(self)
         """Customer contact (``externalcontact/*``)."""
@@ -204,10 +222,13 @@ class WeComClient:
         """Make one logical call, with retries; returns the answer with errcode 0."""
         if self._closed:
             raise WeComClosedError(f"{self!r} is closed")
-        async for attempt in self._retry.retrying(path):
+        async for attempt in self._retry.retrying(path, self._count_retry):
             with attempt:
                 return await self._call_with_token(method, path, params, body)
         raise AssertionError("unreachable: tenacity re-raises the last failure")
+
+    def _count_retry(self) -> None:
+        self.stats.retries += 1
 
     async def _call_with_token(
         self, method: str, path: str, params: Mapping[str, Any] | None, body: Any
@@ -226,6 +247,7 @@ class WeComClient:
 
     async def _fetch_token(self) -> tuple[str, float]:
         """``GET gettoken``: one attempt; the calling request's retries cover it."""
+        self.stats.token_fetches += 1
         data = await self._send(
             "GET", "gettoken", {"corpid": self._corp_id, "corpsecret": self._secret}, None, None
         )
@@ -259,6 +281,7 @@ class WeComClient:
         if limits:
             await self._limiter.acquire(self._corp_id, path, limits)
         started = time.monotonic()
+        self.stats.requests += 1
         failure: BaseException | None = None
         try:
             async with session.request(
@@ -293,7 +316,12 @@ class WeComClient:
             raise WeComTransportError(
                 f"{method} {path} answered HTTP {status}", path=path, status=status
             )
-        return _check(_parse(raw, path), path)
+        try:
+            return _check(_parse(raw, path), path)
+        except WeComRateLimitError as exc:
+            if exc.errcode == 45009:
+                self.stats.rate_limited += 1
+            raise
 
 
 def _check_base_url(base_url: str) -> str:

@@ -3,15 +3,77 @@
 from __future__ import annotations
 
 import builtins
-from collections.abc import Mapping
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
 from typing import Any
 
 from .._converter import decode
-from .._paging import array_field, follow_cursor, require_id
-from ..models.external_contact import ExternalContactDetail
+from .._paging import (
+    Stream,
+    array_field,
+    chunked,
+    follow_cursor,
+    merge_streams,
+    require_id,
+    unique_ids,
+)
+from ..errors import (
+    WeComAPIError,
+    WeComBusyError,
+    WeComDecodeError,
+    WeComError,
+    WeComInputError,
+    WeComNotFoundError,
+)
+from ..models.external_contact import BatchContact, ExternalContactDetail
 from ._base import Namespace
 
-__all__ = ["ExternalContactAPI"]
+__all__ = ["BatchGetByUserStream", "DetailStream", "ExternalContactAPI"]
+
+logger = logging.getLogger("wecom_async")
+
+#: batch/get_by_user takes at most 100 userids a call and returns at most 100 pairs.
+BATCH_MAX_USERIDS = 100
+BATCH_MAX_LIMIT = 100
+
+#: 60011: the app may not see this customer's followers; it concerns only that id.
+_PER_ID_PERMISSION_ERRCODES = frozenset({60011})
+
+
+class BatchGetByUserStream(Stream[BatchContact]):
+    """The (customer, member) pairs of ``batch/get_by_user``, as they arrive.
+
+    ``unlicensed_userid_list`` collects the members WeCom skipped for lack of an
+    interop licence (``fail_info``); it is complete once the stream is exhausted.
+    """
+
+    def __init__(self, source: AsyncGenerator[BatchContact, None], unlicensed: list[str]):
+        super().__init__(source)
+        self.unlicensed_userid_list = unlicensed
+
+
+class DetailStream(Stream[ExternalContactDetail]):
+    """Customer details as they arrive (in completion order, not input order).
+
+    ``failures`` maps each id that failed on its own (not found, no relationship, a
+    bad id, an answer that would not decode) to its error; it is complete once the
+    stream is exhausted. Errors that would fail every id (a wrong secret, a
+    forbidden API, the network gone) end the stream instead.
+    """
+
+    def __init__(
+        self, source: AsyncGenerator[ExternalContactDetail, None], failures: dict[str, WeComError]
+    ):
+        super().__init__(source)
+        self.failures = failures
+
+
+def _fails_only_this_id(exc: WeComError) -> bool:
+    if isinstance(exc, (WeComInputError, WeComDecodeError, WeComNotFoundError, WeComBusyError)):
+        return True
+    if isinstance(exc, WeComAPIError):
+        return type(exc) is WeComAPIError or exc.errcode in _PER_ID_PERMISSION_ERRCODES
+    return False
 
 
 class ExternalContactAPI(Namespace):
@@ -67,3 +129,124 @@ class ExternalContactAPI(Namespace):
         return builtins.list(
             decode(array_field(page, "follow_user", path), tuple[str, ...], path=path)
         )
+
+    def batch_get_by_user(
+        self, userid_list: Iterable[str], *, limit: int = BATCH_MAX_LIMIT
+    ) -> BatchGetByUserStream:
+        """Stream every (customer, member) pair of the given members.
+
+        POST /cgi-bin/externalcontact/batch/get_by_user
+        https://developer.work.weixin.qq.com/document/path/92994
+
+        Any number of userids: duplicates are dropped, the rest split into chunks of
+        100 that run concurrently, each following ``next_cursor`` to the end. Items
+        of one chunk come in order; chunks interleave. ``limit`` is the page size
+        (1 to 100). Members without an interop licence end up in the stream's
+        ``unlicensed_userid_list``.
+
+        Raises:
+            WeComInputError: at once, for an empty list, a bad userid or limit.
+        """
+        path = "externalcontact/batch/get_by_user"
+        userids = unique_ids(userid_list, "userid_list")
+        _check_limit(limit)
+        unlicensed: builtins.list[str] = []
+
+        async def items() -> AsyncGenerator[BatchContact, None]:
+            sources = [
+                self.batch_get_by_user_pages(chunk, limit=limit)
+                for chunk in chunked(userids, BATCH_MAX_USERIDS)
+            ]
+            async for page in merge_streams(sources):
+                unlicensed.extend(unlicensed_in(page))
+                for item in array_field(page, "external_contact_list", path):
+                    yield decode(item, BatchContact, path=path)
+
+        return BatchGetByUserStream(items(), unlicensed)
+
+    async def batch_get_by_user_pages(
+        self, userid_list: Iterable[str], *, limit: int = BATCH_MAX_LIMIT
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Yield the raw answer pages of ``batch/get_by_user`` for at most 100 members.
+
+        POST /cgi-bin/externalcontact/batch/get_by_user
+
+        The building block under :meth:`batch_get_by_user` for callers that want
+        WeCom's JSON as sent (a bulk export) and one chunk at a time (to checkpoint
+        it). When none of the members has an interop licence WeCom answers 701008;
+        that yields one empty page whose ``fail_info`` names them all.
+
+        Raises:
+            WeComInputError: more than 100 userids, or a bad userid or limit.
+        """
+        path = "externalcontact/batch/get_by_user"
+        userids = unique_ids(userid_list, "userid_list")
+        if len(userids) > BATCH_MAX_USERIDS:
+            raise WeComInputError(
+                f"userid_list holds {len(userids)} userids; one call takes at most "
+                f"{BATCH_MAX_USERIDS} (batch_get_by_user splits longer lists)"
+            )
+        _check_limit(limit)
+
+        async def call(body: Mapping[str, Any]) -> dict[str, Any]:
+            return await self._client._call("POST", path, None, body)
+
+        try:
+            async for page in follow_cursor(call, {"userid_list": userids, "limit": limit}, path):
+                yield page
+        except WeComAPIError as exc:
+            if exc.errcode != 701008:
+                raise
+            yield {"external_contact_list": [], "fail_info": {"unlicensed_userid_list": userids}}
+
+    def iter_details(
+        self, external_userids: Iterable[str], *, concurrency: int = 16
+    ) -> DetailStream:
+        """Stream the details of many customers, at most ``concurrency`` at a time.
+
+        GET /cgi-bin/externalcontact/get, once per id (with its cursor pages).
+
+        Details come in completion order. An id that fails on its own (see
+        :class:`DetailStream`) is recorded in ``failures`` and the others go on.
+        ``external_userids`` may be any iterable, read lazily, so a long or
+        generated list is never held in memory.
+        """
+        if isinstance(external_userids, (str, bytes)):
+            raise WeComInputError("external_userids must be an iterable of ids, not one string")
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            raise WeComInputError(f"concurrency must be an integer >= 1, got {concurrency!r}")
+        failures: dict[str, WeComError] = {}
+        ids = iter(external_userids)
+
+        async def worker() -> AsyncIterator[ExternalContactDetail]:
+            # Workers share one iterator: each takes the next id when it is free.
+            for external_userid in ids:
+                try:
+                    detail = await self.get(external_userid)
+                except WeComError as exc:
+                    if not _fails_only_this_id(exc):
+                        raise
+                    logger.info("customer %r failed: %s", external_userid, exc)
+                    failures[str(external_userid)] = exc
+                    continue
+                yield detail
+
+        return DetailStream(merge_streams([worker() for _ in range(concurrency)]), failures)
+
+
+def _check_limit(limit: int) -> None:
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= BATCH_MAX_LIMIT:
+        raise WeComInputError(
+            f"limit must be an integer from 1 to {BATCH_MAX_LIMIT}, got {limit!r}"
+        )
+
+
+def unlicensed_in(page: Mapping[str, Any]) -> builtins.list[str]:
+    """The members a ``batch/get_by_user`` page reports as unlicensed (``fail_info``)."""
+    path = "externalcontact/batch/get_by_user"
+    fail_info = page.get("fail_info")
+    if not isinstance(fail_info, Mapping):
+        return []
+    return builtins.list(
+        decode(array_field(fail_info, "unlicensed_userid_list", path), tuple[str, ...], path=path)
+    )
