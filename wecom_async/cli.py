@@ -60,6 +60,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--state", help="checkpoint file (default: OUT.sync-state)")
     p.add_argument("--restart", action="store_true", help="ignore an earlier checkpoint")
     p.add_argument("--concurrency", type=int, default=4, help="member chunks at once (4)")
+    p.add_argument(
+        "--members-per-call",
+        type=int,
+        default=100,
+        help="members per batch call, 1 to 100 (100); fewer make finer checkpoints",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
 
     customer = sub.add_parser("customer", help="customer contact")
@@ -232,6 +238,7 @@ async def _sync(args: argparse.Namespace) -> int:
                 state=args.state,
                 restart=args.restart,
                 concurrency=args.concurrency,
+                members_per_call=args.members_per_call,
                 progress=progress,
             )
     _print_report(report, file=sys.stderr)

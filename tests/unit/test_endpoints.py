@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Call, MockWeCom, load
-from wecom_async import WeComClient, WeComDecodeError, WeComInputError
+from wecom_async import WeComClient, WeComDecodeError, WeComInputError, WeComPermissionError
 
 
 def follower(i: int) -> dict[str, Any]:
@@ -229,3 +229,35 @@ async def test_raw_request_refuses_bad_arguments(
     with pytest.raises(WeComInputError, match=match):
         await client.request(**kwargs)
     assert wecom.calls == []
+
+
+async def test_iter_details_records_per_id_errors_and_stops_on_app_errors(
+    wecom: MockWeCom, client: WeComClient
+) -> None:
+    def handler(call: Call) -> dict[str, Any]:
+        uid = call.query["external_userid"]
+        if uid == "wmNOREL":
+            return {"errcode": 84061, "errmsg": "no relationship"}
+        if uid == "wmFORBID":
+            return {"errcode": 48002, "errmsg": "api forbidden"}
+        return {"external_contact": {"external_userid": uid}, "follow_user": []}
+
+    wecom.on("GET", "externalcontact/get", handler)
+    stream = client.external_contact.iter_details(["wm1", "wmNOREL", "wm2"], concurrency=2)
+    got = sorted([d.external_contact.external_userid async for d in stream])
+    assert got == ["wm1", "wm2"]
+    assert list(stream.failures) == ["wmNOREL"]
+    assert stream.failures["wmNOREL"].errcode == 84061  # type: ignore[attr-defined]
+
+    # A forbidden API would fail every id alike: the stream ends with the error.
+    with pytest.raises(WeComPermissionError):
+        async with client.external_contact.iter_details(["wmFORBID", "wm3"], concurrency=1) as s:
+            async for _ in s:
+                pass
+
+
+def test_iter_details_refuses_a_bare_string_or_bad_concurrency(client: WeComClient) -> None:
+    with pytest.raises(WeComInputError):
+        client.external_contact.iter_details("wm1")
+    with pytest.raises(WeComInputError):
+        client.external_contact.iter_details(["wm1"], concurrency=0)

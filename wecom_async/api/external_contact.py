@@ -158,7 +158,8 @@ class ExternalContactAPI(Namespace):
                 for chunk in chunked(userids, BATCH_MAX_USERIDS)
             ]
             async for page in merge_streams(sources):
-                unlicensed.extend(unlicensed_in(page))
+                # fail_info comes with every page of a chunk; report each member once.
+                unlicensed.extend(u for u in unlicensed_in(page) if u not in unlicensed)
                 for item in array_field(page, "external_contact_list", path):
                     yield decode(item, BatchContact, path=path)
 

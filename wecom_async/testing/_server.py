@@ -113,6 +113,8 @@ class FakeStats:
     violations: int = 0
     """Requests answered 45009 (over a limit, or during the block after one)."""
     faults: int = 0
+    max_in_flight: int = 0
+    """The most requests the fake was handling at once."""
     max_in_window: dict[tuple[str, float], int] = attrs.Factory(dict)
     """The most requests that arrived for a path within any window of each enforced
     limit's period: what the client sent, rejected requests included."""
@@ -370,6 +372,16 @@ class FakeWeCom:
             await asyncio.sleep(seconds / 2)
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        # In flight from arrival to answer, latency included: what a client's
+        # concurrency looks like from here.
+        self._in_flight += 1
+        self.stats.max_in_flight = max(self.stats.max_in_flight, self._in_flight)
+        try:
+            return await self._handle(request)
+        finally:
+            self._in_flight -= 1
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
         path = request.match_info["path"]
         body = await request.read()
         fault_draw = self._draw(request, body, 0)
@@ -389,30 +401,26 @@ class FakeWeCom:
         logged = False
         if path != "gettoken" or self.faults.on_gettoken:
             fault = self.faults.pick(fault_draw)
-        self._in_flight += 1
-        try:
-            answer = self._check_limits(path, now)
-            if answer is None and fault is not None:
-                self.stats.faults += 1
-                if fault == "busy":
-                    answer = {"errcode": -1, "errmsg": "system busy"}
-                elif fault == "http_502":
-                    log(None, 502, fault)
-                    await self._sleep_latency(latency_draw)
-                    return web.Response(status=502, text=_HTML_502, content_type="text/html")
-                elif fault == "drop":
-                    log(None, 0, fault)
-                    if request.transport is not None:
-                        request.transport.close()
-                    return web.Response(status=500)
-                else:  # timeout: hold the answer past the client's patience
-                    log(None, 0, fault)
-                    logged = True
-                    await asyncio.sleep(self.faults.delay)
-            if answer is None:
-                answer = await self._answer(request, path, body, now)
-        finally:
-            self._in_flight -= 1
+        answer = self._check_limits(path, now)
+        if answer is None and fault is not None:
+            self.stats.faults += 1
+            if fault == "busy":
+                answer = {"errcode": -1, "errmsg": "system busy"}
+            elif fault == "http_502":
+                log(None, 502, fault)
+                await self._sleep_latency(latency_draw)
+                return web.Response(status=502, text=_HTML_502, content_type="text/html")
+            elif fault == "drop":
+                log(None, 0, fault)
+                if request.transport is not None:
+                    request.transport.close()
+                return web.Response(status=500)
+            else:  # timeout: hold the answer past the client's patience
+                log(None, 0, fault)
+                logged = True
+                await asyncio.sleep(self.faults.delay)
+        if answer is None:
+            answer = await self._answer(request, path, body, now)
         if not logged:
             errcode = answer.get("errcode")
             log(errcode if isinstance(errcode, int) else None, 200, fault)

@@ -1,0 +1,198 @@
+"""The wecom-async command, run as a user runs it: a separate process on real sockets."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from wecom_async.testing import FakeCorp
+
+CMD = [sys.executable, "-m", "wecom_async"]
+
+
+class FakeServerProcess:
+    """``wecom-async fake-server`` in a child process, with the credentials it printed."""
+
+    def __init__(self, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [*CMD, "fake-server", "--port", "0", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        info: dict[str, str] = {}
+        assert self.proc.stdout is not None
+        while len(info) < 3:
+            line = self.proc.stdout.readline()
+            assert line, (
+                f"fake-server ended early: {self.proc.stderr.read() if self.proc.stderr else ''}"
+            )
+            key, _, value = line.partition(":")
+            if key in ("base URL", "corp id", "corp secret"):
+                info[key] = value.strip()
+        self.base_url = info["base URL"]
+        self.env = {
+            **os.environ,
+            "WECOM_CORP_ID": info["corp id"],
+            "WECOM_CORP_SECRET": info["corp secret"],
+            "WECOM_BASE_URL": self.base_url,
+        }
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            assert self.proc.wait(timeout=10) == 0
+        finally:
+            for pipe in (self.proc.stdout, self.proc.stderr):
+                if pipe is not None:
+                    pipe.close()
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeServerProcess]:
+    server = FakeServerProcess("--customers", "300", "--members", "30", "--seed", "4")
+    yield server
+    server.stop()
+
+
+CORP = FakeCorp(customers=300, members=30, seed=4)
+
+
+def run(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CMD, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def test_customer_get_prints_json(fake: FakeServerProcess) -> None:
+    ext_id = CORP.customer_id(7)
+    result = run("customer", "get", ext_id, env=fake.env)
+    assert result.returncode == 0, result.stderr
+    detail = json.loads(result.stdout)
+    assert detail["external_contact"]["external_userid"] == ext_id
+    assert [f["userid"] for f in detail["follow_user"]] == [
+        CORP.userids[m] for m in CORP.followers(7)
+    ]
+
+
+def test_kf_customers_prints_json(fake: FakeServerProcess) -> None:
+    ids = [CORP.customer_id(i) for i in range(20)]
+    result = run("kf", "customers", *ids, "nobody", "--context", env=fake.env)
+    assert result.returncode == 0, result.stderr
+    batch = json.loads(result.stdout)
+    returned = [c["external_userid"] for c in batch["customer_list"]] + batch[
+        "invalid_external_userid"
+    ]
+    assert sorted(returned) == sorted([*ids, "nobody"])
+    assert "nobody" in batch["invalid_external_userid"]
+
+
+def test_sync_writes_every_customer_once(fake: FakeServerProcess, tmp_path: Path) -> None:
+    out = tmp_path / "customers.jsonl"
+    result = run("sync", "--out", str(out), env=fake.env)
+    assert result.returncode == 0, result.stderr
+    ids = [
+        json.loads(line)["external_contact"]["external_userid"]
+        for line in out.read_text().splitlines()
+    ]
+    assert sorted(ids) == sorted(CORP.customer_id(i) for i in range(300))
+    assert "wrote 300 customers" in result.stderr
+
+
+def test_missing_credentials(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WECOM_")}
+    result = run("sync", "--out", str(tmp_path / "c.jsonl"), env=env)
+    assert result.returncode == 2
+    assert "WECOM_CORP_ID and WECOM_CORP_SECRET" in one_line_error(result)
+
+
+def test_unreachable_base_url(fake: FakeServerProcess, tmp_path: Path) -> None:
+    env = {**fake.env, "WECOM_BASE_URL": "http://127.0.0.1:9/cgi-bin/"}
+    result = run("customer", "get", "wm1", env=env)
+    assert result.returncode == 1
+    assert "gettoken failed" in one_line_error(result)
+
+
+def test_wrong_secret(fake: FakeServerProcess) -> None:
+    result = run("customer", "get", "wm1", env={**fake.env, "WECOM_CORP_SECRET": "wrong"})
+    assert result.returncode == 1
+    line = one_line_error(result)
+    assert "40001" in line and "wrong" not in line
+
+
+def test_an_out_file_that_cannot_be_written(fake: FakeServerProcess, tmp_path: Path) -> None:
+    result = run("sync", "--out", str(tmp_path / "no-such-dir" / "c.jsonl"), env=fake.env)
+    assert result.returncode == 1
+    assert "No such file or directory" in one_line_error(result)
+
+
+def test_an_unknown_customer_is_one_line(fake: FakeServerProcess) -> None:
+    result = run("customer", "get", "wmNOBODY", env=fake.env)
+    assert result.returncode == 1
+    assert "40096" in one_line_error(result)
+
+
+def read_ids(path: Path) -> list[str]:
+    return [
+        json.loads(x)["external_contact"]["external_userid"] for x in path.read_text().splitlines()
+    ]
+
+
+def test_ctrl_c_interrupts_cleanly_and_the_next_run_resumes(tmp_path: Path) -> None:
+    slow = FakeServerProcess(
+        "--customers", "300", "--members", "30", "--seed", "4", "--latency-ms", "400"
+    )
+    try:
+        out = tmp_path / "customers.jsonl"
+        args = [*CMD, "sync", "--out", str(out), "--members-per-call", "5", "--concurrency", "1"]
+        with subprocess.Popen(
+            args, env=slow.env, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL
+        ) as proc:
+            assert proc.stderr is not None
+            lines: list[Any] = []
+            while True:  # progress lines come every 2 s; wait for one past the first chunk
+                line = proc.stderr.readline()
+                assert line, "sync ended before it could be interrupted: " + "".join(lines)
+                lines.append(line)
+                if line.startswith("fetch:") and not line.startswith("fetch: 0/"):
+                    break
+            proc.send_signal(signal.SIGINT)
+            rest = proc.stderr.read()
+            assert proc.wait(timeout=20) == 130, rest
+        assert "Traceback" not in rest
+        assert (
+            rest.strip()
+            .splitlines()[-1]
+            .endswith("interrupted; run the same command again to resume")
+        )
+        assert not out.exists()
+
+        started = time.monotonic()
+        result = subprocess.run(args, env=slow.env, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        assert "resumed after" in result.stderr
+        assert time.monotonic() - started < 120
+        assert sorted(read_ids(out)) == sorted(CORP.customer_id(i) for i in range(300))
+    finally:
+        slow.stop()
