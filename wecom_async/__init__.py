@@ -5,9 +5,9 @@ of many corps; tune :class:`RateLimit` and :class:`RetryPolicy` where WeCom's
 defaults do not fit.
 """
 
-from ._ratelimit import RateLimit, RateLimiter
+from ._ratelimit import LocalRateLimiter, RateLimit, RateLimiter, RateSlot
 from ._retry import RetryPolicy
-from ._token import AccessToken, MemoryTokenStore, TokenStore
+from ._token import AccessToken, LockingTokenStore, MemoryTokenStore, TokenStore
 from .client import ClientStats, WeComClient
 from .errors import (
     WeComAPIError,
@@ -19,6 +19,7 @@ from .errors import (
     WeComNotFoundError,
     WeComPermissionError,
     WeComRateLimitError,
+    WeComStoreError,
     WeComTokenError,
     WeComTransportError,
 )
@@ -29,9 +30,12 @@ __version__ = "0.1.0.dev0"
 __all__ = [
     "AccessToken",
     "ClientStats",
+    "LocalRateLimiter",
+    "LockingTokenStore",
     "MemoryTokenStore",
     "RateLimit",
     "RateLimiter",
+    "RateSlot",
     "RetryPolicy",
     "SessionPool",
     "TokenStore",
@@ -45,6 +49,7 @@ __all__ = [
     "WeComNotFoundError",
     "WeComPermissionError",
     "WeComRateLimitError",
+    "WeComStoreError",
     "WeComTokenError",
     "WeComTransportError",
     "__version__",

@@ -28,6 +28,7 @@ __all__ = [
     "LocalRateLimiter",
     "RateLimit",
     "RateLimiter",
+    "RateSlot",
     "SlidingWindow",
     "normalize_limits",
 ]
@@ -188,16 +189,23 @@ class SlidingWindow:
         self._wake(loop)
 
 
+class RateSlot(Protocol):
+    """A slot taken from a rate limiter; released once, when the answer is back."""
+
+    def release(self) -> None: ...
+
+
 class RateLimiter(Protocol):
     """Where rate budgets live. The in-process :class:`LocalRateLimiter` is the default.
 
-    ``acquire`` waits until a request to ``path`` for ``corp_id`` may start;
-    ``release`` is called once when its answer (or failure) came back.
+    ``acquire`` waits until a request to ``path`` for ``corp_id`` may start under
+    every limit in ``limits``, and returns the slot it took; the caller calls the
+    slot's ``release()`` exactly once, when the answer (or failure) came back. A
+    limiter whose releases run in the background may offer ``async def flush()``,
+    which a closing client awaits.
     """
 
-    async def acquire(self, corp_id: str, path: str, limits: tuple[RateLimit, ...]) -> None: ...
-
-    def release(self, corp_id: str, path: str, limits: tuple[RateLimit, ...]) -> None: ...
+    async def acquire(self, corp_id: str, path: str, limits: tuple[RateLimit, ...]) -> RateSlot: ...
 
 
 class LocalRateLimiter:
@@ -211,6 +219,9 @@ class LocalRateLimiter:
         self._windows: dict[tuple[str, str], SlidingWindow] = {}
         self._limits: dict[str, tuple[RateLimit, ...]] = {}
 
+    def __repr__(self) -> str:
+        return f"<LocalRateLimiter with {len(self._windows)} window(s)>"
+
     def check_limits(self, corp_id: str, limits: tuple[RateLimit, ...]) -> None:
         """Refuse a second configuration for a corp: one budget cannot have two sizes."""
         known = self._limits.setdefault(corp_id, limits)
@@ -221,15 +232,12 @@ class LocalRateLimiter:
                 "so give them the same rate_limit."
             )
 
-    def window(self, corp_id: str, path: str, limits: tuple[RateLimit, ...]) -> SlidingWindow:
+    async def acquire(
+        self, corp_id: str, path: str, limits: tuple[RateLimit, ...]
+    ) -> SlidingWindow:
         key = (corp_id, path)
         window = self._windows.get(key)
         if window is None:
             window = self._windows[key] = SlidingWindow(limits)
-        return window
-
-    async def acquire(self, corp_id: str, path: str, limits: tuple[RateLimit, ...]) -> None:
-        await self.window(corp_id, path, limits).acquire()
-
-    def release(self, corp_id: str, path: str, limits: tuple[RateLimit, ...]) -> None:
-        self._windows[(corp_id, path)].release()
+        await window.acquire()
+        return window  # the window is its own slot: release() frees one

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 import attrs
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
-from .errors import WeComAPIError, WeComDecodeError, WeComTransportError
+from .errors import WeComAPIError, WeComDecodeError, WeComStoreError, WeComTransportError
 
 __all__ = ["TRANSIENT_ERRCODES", "RetryPolicy"]
 
@@ -68,7 +68,7 @@ class RetryPolicy:
         """Whether a call that raised ``exc`` should be tried again."""
         if isinstance(exc, WeComAPIError):
             return exc.errcode in self.retry_errcodes
-        if isinstance(exc, (WeComDecodeError, WeComTransportError)):
+        if isinstance(exc, (WeComDecodeError, WeComTransportError, WeComStoreError)):
             return exc.retryable
         return False
 

@@ -14,13 +14,21 @@ import asyncio
 import hashlib
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Protocol, runtime_checkable
 
 import attrs
 
 from .errors import WeComClosedError
 
-__all__ = ["AccessToken", "MemoryTokenStore", "TokenManager", "TokenStore", "token_key"]
+__all__ = [
+    "AccessToken",
+    "LockingTokenStore",
+    "MemoryTokenStore",
+    "TokenManager",
+    "TokenStore",
+    "token_key",
+]
 
 #: Refresh this long before WeCom's ``expires_in`` runs out, at most.
 MAX_SAFETY_MARGIN = 300.0
@@ -54,6 +62,16 @@ class TokenStore(Protocol):
     async def set(self, key: str, token: AccessToken) -> None: ...
 
     async def invalidate(self, key: str, value: str) -> None: ...
+
+
+class LockingTokenStore(TokenStore, Protocol):
+    """A store shared between processes, which also serialises refreshes.
+
+    ``refresh_lock(key)`` is an async context manager held while one process
+    re-checks the store and, if still needed, fetches a new token.
+    """
+
+    def refresh_lock(self, key: str) -> AbstractAsyncContextManager[object]: ...
 
 
 class MemoryTokenStore:
@@ -156,11 +174,27 @@ class TokenManager:
             # else will, and asyncio would log it as never retrieved.
             refresh.exception()
 
+    def _usable(self, token: AccessToken | None) -> bool:
+        return token is not None and token.is_fresh(self._clock()) and token.value != self._rejected
+
     async def _load(self) -> str:
         stored = await self._store.get(self._key)
-        if stored is not None and stored.is_fresh(self._clock()) and stored.value != self._rejected:
+        if stored is not None and self._usable(stored):
             self._local = stored
             return stored.value
+        refresh_lock = getattr(self._store, "refresh_lock", None)
+        if refresh_lock is None:
+            return await self._fetch_and_store()
+        # A shared store: one process fetches while the others wait on its lock,
+        # then find the new token in the store instead of fetching their own.
+        async with refresh_lock(self._key):
+            stored = await self._store.get(self._key)
+            if stored is not None and self._usable(stored):
+                self._local = stored
+                return stored.value
+            return await self._fetch_and_store()
+
+    async def _fetch_and_store(self) -> str:
         value, expires_in = await self._fetch()
         token = AccessToken(value, usable_until(self._clock(), expires_in))
         await self._store.set(self._key, token)

@@ -23,7 +23,7 @@ import aiohttp
 import attrs
 from yarl import URL
 
-from ._ratelimit import LocalRateLimiter, RateLimit, normalize_limits
+from ._ratelimit import LocalRateLimiter, RateLimit, RateLimiter, normalize_limits
 from ._retry import RetryPolicy
 from ._token import MemoryTokenStore, TokenManager, TokenStore, token_key
 from .api.external_contact import ExternalContactAPI
@@ -90,7 +90,11 @@ class WeComClient:
             150,000/hour; an empty sequence turns client-side limiting off.
         retry: the :class:`RetryPolicy`; ``None`` means the default policy.
         token_store: where access tokens are cached; ``None`` means in this process.
+            ``wecom_async.redis.RedisTokenStore`` shares them between processes.
         timeout: seconds one HTTP attempt may take, connection included.
+        rate_limiter: where the rate budgets are counted; ``None`` means the pool's
+            in-process windows. ``wecom_async.redis.RedisRateLimiter`` shares one
+            budget between processes. ``rate_limit`` still sets the numbers.
     """
 
     def __init__(
@@ -104,6 +108,7 @@ class WeComClient:
         retry: RetryPolicy | None = None,
         token_store: TokenStore | None = None,
         timeout: float = 10.0,
+        rate_limiter: RateLimiter | None = None,
     ) -> None:
         if not isinstance(corp_id, str) or not corp_id.strip():
             raise WeComInputError("corp_id must be a non-empty string")
@@ -121,7 +126,9 @@ class WeComClient:
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._owns_pool = pool is None
         self._pool = pool if pool is not None else SessionPool()
-        self._limiter = self._pool.rate_limiter
+        self._limiter: RateLimiter = (
+            rate_limiter if rate_limiter is not None else self._pool.rate_limiter
+        )
         if isinstance(self._limiter, LocalRateLimiter):
             # Also for rate_limit=[]: a client without limits would overrun the
             # budget that other clients of its corp keep on this pool.
@@ -176,6 +183,9 @@ class WeComClient:
             return
         self._closed = True
         await self._tokens.aclose()
+        flush = getattr(self._limiter, "flush", None)
+        if flush is not None:  # a shared limiter may still be releasing slots
+            await flush()
         if self._owns_pool:
             await self._pool.aclose()
 
@@ -278,8 +288,7 @@ class WeComClient:
             url = self._urls[path] = URL(self._base_url + path)
         session = self._pool.session()
         limits = self._limits
-        if limits:
-            await self._limiter.acquire(self._corp_id, path, limits)
+        slot = await self._limiter.acquire(self._corp_id, path, limits) if limits else None
         started = time.monotonic()
         self.stats.requests += 1
         failure: BaseException | None = None
@@ -299,8 +308,8 @@ class WeComClient:
             # __context__: aiohttp's exception may hold the URL, token and all.
             failure = exc
         finally:
-            if limits:
-                self._limiter.release(self._corp_id, path, limits)
+            if slot is not None:
+                slot.release()
         if failure is not None:
             raise _transport_error(method, path, failure, query, self._timeout.total)
         if logger.isEnabledFor(logging.DEBUG):

@@ -21,6 +21,7 @@ __all__ = [
     "WeComNotFoundError",
     "WeComPermissionError",
     "WeComRateLimitError",
+    "WeComStoreError",
     "WeComTokenError",
     "WeComTransportError",
     "error_for_errcode",
@@ -70,6 +71,15 @@ class WeComDecodeError(WeComError):
         super().__init__(message)
         self.path = path
         self.retryable = retryable
+
+
+class WeComStoreError(WeComError):
+    """The shared store (Redis) behind a token store or rate limiter failed.
+
+    Retried like a transport fault, since a store that restarts comes back.
+    """
+
+    retryable = True
 
 
 class WeComAPIError(WeComError):
