@@ -18,6 +18,7 @@ so that a model that drifts from its fixtures is caught.
 from __future__ import annotations
 
 import sys
+import types
 import typing
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
@@ -69,8 +70,18 @@ def _is_homogeneous_tuple(tp: Any) -> bool:
     return typing.get_origin(tp) is tuple and len(args) == 2 and args[1] is Ellipsis
 
 
-def _make_converter(*, forbid_extra_keys: bool) -> cattrs.Converter:
-    conv = cattrs.Converter(forbid_extra_keys=forbid_extra_keys)
+def _optional_inner(tp: Any) -> Any:
+    """``X`` for ``X | None`` (one type besides None), else None."""
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType) and len(args) == 2:
+        others = [a for a in args if a is not type(None)]
+        if len(others) == 1:
+            return others[0]
+    return None
+
+
+def _make_converter(*, forbid_extra_keys: bool, detailed: bool) -> cattrs.Converter:
+    conv = cattrs.Converter(forbid_extra_keys=forbid_extra_keys, detailed_validation=detailed)
     conv.register_structure_hook(int, _structure_int)
     conv.register_structure_hook(str, _structure_str)
 
@@ -87,11 +98,28 @@ def _make_converter(*, forbid_extra_keys: bool) -> cattrs.Converter:
 
     conv.register_structure_hook_factory(_is_homogeneous_tuple, tuple_hook_factory)
 
+    def optional_hook_factory(tp: Any) -> Callable[[object, type], Any]:
+        # cattrs' own Optional hook dispatches on every call; resolve the inner
+        # hook once instead (decoding is on the hot path of every request).
+        inner = _optional_inner(tp)
+        inner_hook = conv.get_structure_hook(inner)
+
+        def structure_optional(value: object, _: type) -> Any:
+            return None if value is None else inner_hook(value, inner)
+
+        return structure_optional
+
+    conv.register_structure_hook_factory(
+        lambda tp: _optional_inner(tp) is not None, optional_hook_factory
+    )
+
     def attrs_hook_factory(cls: type[T]) -> Callable[[object, type], T]:
         generated = make_dict_structure_fn(cls, conv)
 
         def structure_model(value: object, tp: type) -> T:
-            if not isinstance(value, Mapping):
+            # type() first: the ABC check behind isinstance(Mapping) is slow, and
+            # json.loads only ever makes dicts.
+            if type(value) is not dict and not isinstance(value, Mapping):
                 raise ValueError(f"expected an object for {cls.__name__}, got {_describe(value)}")
             if None in value.values():
                 value = {k: v for k, v in value.items() if v is not None}
@@ -103,10 +131,13 @@ def _make_converter(*, forbid_extra_keys: bool) -> cattrs.Converter:
     return conv
 
 
-LENIENT = _make_converter(forbid_extra_keys=False)
-"""Production converter: unknown keys ignored."""
+LENIENT = _make_converter(forbid_extra_keys=False, detailed=True)
+"""Production converter: unknown keys ignored; errors say where they are."""
 
-STRICT = _make_converter(forbid_extra_keys=True)
+_FAST = _make_converter(forbid_extra_keys=False, detailed=False)
+"""LENIENT without the bookkeeping for error paths: tried first, since most answers fit."""
+
+STRICT = _make_converter(forbid_extra_keys=True, detailed=True)
 """Test converter: an unknown key is an error, so fixture drift is caught."""
 
 
@@ -114,6 +145,11 @@ def decode(
     data: object, cls: type[T], *, path: str = "", converter: cattrs.Converter = LENIENT
 ) -> T:
     """Structure decoded JSON into ``cls``; any misfit raises WeComDecodeError."""
+    if converter is LENIENT:
+        try:
+            return _FAST.structure(data, cls)
+        except Exception:  # decoded again below, to say where it failed
+            pass
     try:
         return converter.structure(data, cls)
     except Exception as exc:  # the decoding boundary: every misfit becomes one error type

@@ -68,6 +68,8 @@ async def gather_all(aws: Iterable[Awaitable[T]]) -> list[T]:
     behind the caller's back.
     """
     tasks = [asyncio.ensure_future(aw) for aw in aws]
+    if not tasks:
+        return []
     if len(tasks) == 1:
         return [await tasks[0]]
     try:

@@ -79,33 +79,42 @@ class RetryPolicy:
         ceiling = min(self.backoff_max, self.backoff_base * 2.0 ** (failures - 1))
         return ceiling * (0.5 + 0.5 * self.jitter())
 
-    def retrying(self, path: str, on_retry: Callable[[], None] | None = None) -> AsyncRetrying:
-        """A tenacity controller for one call to ``path``; ``on_retry`` runs before each wait."""
+    def log_retry(self, path: str, attempt: int, wait_s: float, exc: BaseException | None) -> None:
+        logger.info(
+            "retrying %s (attempt %d of %d) in %.2fs after %s: %s",
+            path,
+            attempt + 1,
+            self.max_attempts,
+            wait_s,
+            type(exc).__name__,
+            exc,
+        )
+
+    def retrying(
+        self, path: str, on_retry: Callable[[], None] | None = None, *, failed: int = 0
+    ) -> AsyncRetrying:
+        """A tenacity controller for one call to ``path``; ``on_retry`` runs before each wait.
+
+        ``failed`` counts tries already made and failed outside this controller (the
+        client makes its first try without one, since most calls need no retry).
+        """
 
         def wait(state: RetryCallState) -> float:
             exc = state.outcome.exception() if state.outcome else None
-            return self.delay(state.attempt_number, exc)
+            return self.delay(state.attempt_number + failed, exc)
 
-        def log_retry(state: RetryCallState) -> None:
+        def before_sleep(state: RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
             wait_s = state.next_action.sleep if state.next_action else 0.0
             if on_retry is not None:
                 on_retry()
-            logger.info(
-                "retrying %s (attempt %d of %d) in %.2fs after %s: %s",
-                path,
-                state.attempt_number + 1,
-                self.max_attempts,
-                wait_s,
-                type(exc).__name__,
-                exc,
-            )
+            self.log_retry(path, state.attempt_number + failed, wait_s, exc)
 
         return AsyncRetrying(
-            stop=stop_after_attempt(self.max_attempts),
+            stop=stop_after_attempt(self.max_attempts - failed),
             wait=wait,
             retry=retry_if_exception(self.is_retryable),
             sleep=self.sleep,
-            before_sleep=log_retry,
+            before_sleep=before_sleep,
             reraise=True,
         )

@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import signal
+import sqlite3
 import sys
 import tempfile
 import time
@@ -59,10 +60,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="the JSON Lines file to write")
     p.add_argument("--state", help="checkpoint file (default: OUT.sync-state)")
     p.add_argument("--restart", action="store_true", help="ignore an earlier checkpoint")
-    p.add_argument("--concurrency", type=int, default=4, help="member chunks at once (4)")
+    p.add_argument(
+        "--concurrency", type=_int_in(1, 1000), default=4, help="member chunks at once (4)"
+    )
     p.add_argument(
         "--members-per-call",
-        type=int,
+        type=_int_in(1, 100),
         default=100,
         help="members per batch call, 1 to 100 (100); fewer make finer checkpoints",
     )
@@ -85,18 +88,27 @@ def _parser() -> argparse.ArgumentParser:
         description="Serve a seeded fake WeCom corp on 127.0.0.1 until interrupted.",
     )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks one)")
+    p.add_argument(
+        "--port", type=_int_in(0, 65535), default=8080, help="port (default 8080; 0 picks one)"
+    )
     _fake_data_args(p, customers=5000)
-    p.add_argument("--latency-ms", type=float, default=0.0, help="latency per request (ms)")
+    p.add_argument(
+        "--latency-ms", type=_float_in(0, 600_000), default=0.0, help="latency per request (ms)"
+    )
     p.add_argument(
         "--rate-scale",
-        type=float,
+        type=_float_in(1e-9, 1e9),
         default=1.0,
         help="scale WeCom's per-API limits (10,000/min, 150,000/h) by this factor",
     )
-    p.add_argument("--token-ttl", type=float, default=7200.0, help="token lifetime in seconds")
     p.add_argument(
-        "--fault-rate", type=float, default=0.0, help="share of requests given an injected fault"
+        "--token-ttl", type=_float_in(1, 1e9), default=7200.0, help="token lifetime in seconds"
+    )
+    p.add_argument(
+        "--fault-rate",
+        type=_float_in(0, 1),
+        default=0.0,
+        help="share of requests given an injected fault",
     )
 
     p = sub.add_parser(
@@ -106,10 +118,12 @@ def _parser() -> argparse.ArgumentParser:
         "limits, sync it with a progress bar, and print a summary.",
     )
     _fake_data_args(p, customers=5000)
-    p.add_argument("--latency-ms", type=float, default=40.0, help="mean latency (40 ms)")
+    p.add_argument(
+        "--latency-ms", type=_float_in(0, 60_000), default=40.0, help="mean latency (40 ms)"
+    )
     p.add_argument(
         "--limit-per-second",
-        type=int,
+        type=_int_in(1, 1_000_000),
         default=20,
         help="the per-API limit, scaled down from 10,000/min so that it binds (20/s)",
     )
@@ -117,9 +131,42 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _int_in(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: an integer from ``low`` to ``high``, else a usage error."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is not between {low} and {high}")
+        return value
+
+    return parse
+
+
+def _float_in(low: float, high: float) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is not between {low} and {high}")
+        return value
+
+    return parse
+
+
 def _fake_data_args(p: argparse.ArgumentParser, *, customers: int) -> None:
-    p.add_argument("--customers", type=int, default=customers, help=f"customers ({customers})")
-    p.add_argument("--members", type=int, default=600, help="members (600)")
+    p.add_argument(
+        "--customers",
+        type=_int_in(0, 999_999_999),
+        default=customers,
+        help=f"customers ({customers})",
+    )
+    p.add_argument("--members", type=_int_in(1, 1_000_000), default=600, help="members (600)")
     p.add_argument("--seed", type=int, default=1, help="data seed (1)")
 
 
@@ -170,6 +217,7 @@ class _Progress:
         if quiet or not (force_bar or sys.stderr.isatty()):
             return
         try:
+            from rich.console import Console
             from rich.progress import (
                 BarColumn,
                 MofNCompleteColumn,
@@ -186,7 +234,7 @@ class _Progress:
             TextColumn("{task.fields[detail]}"),
             TimeElapsedColumn(),
             transient=False,
-            console=None,
+            console=Console(stderr=True),
         )
 
     def __enter__(self) -> _Progress:
@@ -407,4 +455,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except (WeComError, OSError) as exc:
         print(f"wecom-async {name}: {_explain(exc)}", file=sys.stderr)
+        return EXIT_FAILURE
+    except sqlite3.Error as exc:
+        print(f"wecom-async {name}: the sync state cannot be used: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except Exception as exc:  # the last line of defence: one line, never a traceback
+        print(f"wecom-async {name}: unexpected {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_FAILURE

@@ -32,6 +32,7 @@ from .api.school import SchoolAPI
 from .errors import (
     WeComClosedError,
     WeComDecodeError,
+    WeComError,
     WeComInputError,
     WeComRateLimitError,
     WeComTokenError,
@@ -232,7 +233,19 @@ class WeComClient:
         """Make one logical call, with retries; returns the answer with errcode 0."""
         if self._closed:
             raise WeComClosedError(f"{self!r} is closed")
-        async for attempt in self._retry.retrying(path, self._count_retry):
+        policy = self._retry
+        # The first try runs bare: building tenacity's controller costs more than a
+        # loopback round trip, and most calls succeed at once.
+        try:
+            return await self._call_with_token(method, path, params, body)
+        except WeComError as exc:
+            if policy.max_attempts < 2 or not policy.is_retryable(exc):
+                raise
+            wait_s = policy.delay(1, exc)
+            self._count_retry()
+            policy.log_retry(path, 1, wait_s, exc)
+        await policy.sleep(wait_s)
+        async for attempt in policy.retrying(path, self._count_retry, failed=1):
             with attempt:
                 return await self._call_with_token(method, path, params, body)
         raise AssertionError("unreachable: tenacity re-raises the last failure")

@@ -134,6 +134,14 @@ class _Store:
             """
         )
         meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+        if meta.get("complete") == "1" and meta.get("corp_id") == corp_id:
+            # A kept state of a finished sync: the next sync starts afresh, so that
+            # customers who have left since are not exported again.
+            db.executescript(
+                "DELETE FROM done; DELETE FROM unlicensed; DELETE FROM contacts; "
+                "DELETE FROM follows; DELETE FROM meta;"
+            )
+            meta = {}
         if meta and (meta.get("corp_id"), meta.get("version")) != (corp_id, _SCHEMA_VERSION):
             db.close()
             self._db = None
@@ -166,6 +174,11 @@ class _Store:
         db = self._db_()
         db.executemany("INSERT OR IGNORE INTO done VALUES (?)", [(u,) for u in userids])
         db.commit()  # the checkpoint: these members' pairs are on disk
+
+    def _do_mark_complete(self) -> None:
+        db = self._db_()
+        db.execute("INSERT OR REPLACE INTO meta VALUES ('complete', '1')")
+        db.commit()
 
     def _do_unlicensed(self) -> tuple[str, ...]:
         return tuple(u for (u,) in self._db_().execute("SELECT userid FROM unlicensed ORDER BY 1"))
@@ -231,6 +244,9 @@ class _Store:
     async def mark_done(self, userids: list[str]) -> None:
         await self._run(self._do_mark_done, userids)
 
+    async def mark_complete(self) -> None:
+        await self._run(self._do_mark_complete)
+
     async def unlicensed(self) -> tuple[str, ...]:
         return await self._run(self._do_unlicensed)
 
@@ -247,6 +263,12 @@ class _Store:
                 await self._run(self._do_remove_files)
         finally:
             self._thread.shutdown(wait=False)
+
+
+def _check_writable(out: Path, tmp: Path) -> None:
+    if out.is_dir():
+        raise IsADirectoryError(f"{out} is a directory, not a file to write")
+    tmp.open("w", encoding="utf-8").close()
 
 
 def _line(pending: tuple[str, str, list[str]]) -> str:
@@ -274,7 +296,8 @@ async def sync_customers(
         state: the checkpoint file; defaults to ``out`` + ``.sync-state``. When it
             exists, the sync resumes: finished members are not fetched again.
         restart: discard an existing state and start over.
-        keep_state: keep the state file after success (it is removed by default).
+        keep_state: keep the state file after success (it is removed by default);
+            the next sync with it starts afresh.
         concurrency: how many member chunks are fetched at once.
         members_per_call: members per ``batch/get_by_user`` chunk (1 to 100); a
             smaller chunk makes finer checkpoints at the cost of more calls.
@@ -297,7 +320,7 @@ async def sync_customers(
         Path(state) if state is not None else out_path.with_name(out_path.name + ".sync-state")
     )
     # Fail on an unwritable destination before any request is made.
-    tmp.open("w", encoding="utf-8").close()
+    await asyncio.to_thread(_check_writable, out_path, tmp)
 
     def report(p: SyncProgress) -> None:
         if progress is not None:
@@ -335,9 +358,11 @@ async def sync_customers(
             step, finished = await store.export_step(_EXPORT_STEP)
             written += step
             report(SyncProgress("export", len(members), len(members), counts["pairs"], written))
-        os.replace(tmp, out_path)
         unlicensed = await store.unlicensed()
+        os.replace(tmp, out_path)
         succeeded = True
+        if keep_state:
+            await store.mark_complete()
     finally:
         await store.close(remove=succeeded and not keep_state)
         if not succeeded:

@@ -85,10 +85,10 @@ async def test_iter_details_stops_early_without_leaving_requests_behind() -> Non
         async with stream:
             async for _ in stream:
                 break
-        seen = fake.stats.calls
+        sent = client.stats.requests
         await asyncio.sleep(0.1)
-        assert fake.stats.calls == seen  # nothing kept running after the break
-        assert seen < 20
+        assert client.stats.requests == sent  # nothing kept running after the break
+        assert sent < 20
 
 
 def read_lines(path: Path) -> list[dict[str, Any]]:
@@ -160,6 +160,55 @@ async def test_an_interrupted_sync_resumes_and_finds_each_exactly_once(tmp_path:
         )
     assert report.resumed_members >= 100
     assert second_run_calls < full_run_calls  # finished members were not fetched again
+
+
+async def test_a_sync_interrupted_while_exporting_resumes_without_fetching_again(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "customers.jsonl"
+    async with FakeWeCom(customers=3000, members=60) as fake:
+
+        def stop_in_export(p: SyncProgress) -> None:
+            if p.phase == "export":
+                raise KeyboardInterrupt  # as Ctrl-C would land, mid-export
+
+        async with fake.client() as client:
+            with pytest.raises(KeyboardInterrupt):
+                await sync_customers(client, out, progress=stop_in_export)
+            assert not out.exists()
+            fetched = len(fake.calls_to("externalcontact/batch/get_by_user"))
+            report = await sync_customers(client, out)
+        assert len(fake.calls_to("externalcontact/batch/get_by_user")) == fetched
+    assert report.resumed_members == 60
+    check_exactly_once(fake.corp, read_lines(out))
+
+
+async def test_a_kept_state_of_a_finished_sync_starts_the_next_one_afresh(tmp_path: Path) -> None:
+    out = tmp_path / "customers.jsonl"
+    async with FakeWeCom(customers=500, members=20) as fake, fake.client() as client:
+        await sync_customers(client, out, keep_state=True)
+        assert (tmp_path / "customers.jsonl.sync-state").exists()
+        report = await sync_customers(client, out)
+    assert report.resumed_members == 0
+    check_exactly_once(fake.corp, read_lines(out))
+
+
+async def test_closing_a_batch_stream_early_cancels_its_chunks_at_once() -> None:
+    async with FakeWeCom(customers=3000, members=400, latency=0.01) as fake:
+        async with fake.client() as client:
+
+            def chunk_tasks() -> list[asyncio.Task[object]]:
+                return [
+                    t
+                    for t in asyncio.all_tasks()
+                    if "merge_streams" in getattr(t.get_coro(), "__qualname__", "")
+                ]
+
+            async with client.external_contact.batch_get_by_user(fake.corp.userids) as stream:
+                async for _ in stream:
+                    assert len(chunk_tasks()) == 4  # 400 members: four chunks running
+                    break
+            assert chunk_tasks() == []
 
 
 async def test_a_state_of_another_corp_is_refused(tmp_path: Path) -> None:

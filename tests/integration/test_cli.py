@@ -147,6 +147,22 @@ def test_an_out_file_that_cannot_be_written(fake: FakeServerProcess, tmp_path: P
     assert "No such file or directory" in one_line_error(result)
 
 
+def test_an_out_path_that_is_a_directory_fails_before_fetching(
+    fake: FakeServerProcess, tmp_path: Path
+) -> None:
+    result = run("sync", "--out", str(tmp_path), env=fake.env)
+    assert result.returncode == 1
+    assert "is a directory" in one_line_error(result)
+
+
+def test_a_state_file_that_is_not_a_database(fake: FakeServerProcess, tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.write_text("not sqlite " * 100)
+    result = run("sync", "--out", str(tmp_path / "c.jsonl"), "--state", str(state), env=fake.env)
+    assert result.returncode == 1
+    assert "sync state" in one_line_error(result)
+
+
 def test_an_unknown_customer_is_one_line(fake: FakeServerProcess) -> None:
     result = run("customer", "get", "wmNOBODY", env=fake.env)
     assert result.returncode == 1

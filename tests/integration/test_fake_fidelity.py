@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import tracemalloc
 from typing import Any
 
 import aiohttp
@@ -12,7 +13,7 @@ import pytest
 
 from tests.conftest import load
 from wecom_async import RetryPolicy, WeComClient
-from wecom_async.testing import FakeWeCom, Faults
+from wecom_async.testing import FakeCorp, FakeWeCom, Faults
 
 Shape = set[tuple[str, str]]
 
@@ -38,7 +39,11 @@ def shape(value: Any, path: str = "") -> Shape:
 
 
 def missing(seed: Shape, fake: Shape) -> list[tuple[str, str]]:
-    return sorted(seed - fake)
+    """Seed (path, type) pairs the fake never showed, and fake types a seed path never has."""
+    gaps = sorted(seed - fake)
+    seed_paths = {path for path, _ in seed}
+    strays = sorted((path, f"also {kind}") for path, kind in fake - seed if path in seed_paths)
+    return gaps + strays
 
 
 async def raw(fake: FakeWeCom, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
@@ -237,7 +242,18 @@ async def test_same_seed_same_corp_other_seed_other_corp() -> None:
     assert (a.corp_id, a.corp_secret) == (b.corp_id, b.corp_secret) != (c.corp_id, c.corp_secret)
 
 
-async def test_a_million_customers_are_generated_lazily() -> None:
+def test_a_million_customers_cost_no_memory_up_front() -> None:
+    tracemalloc.start()
+    try:
+        corp = FakeCorp(customers=1_000_000, members=600)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert corp.customer_index(corp.customer_id(999_999)) == 999_999
+    assert peak < 2 * 1024 * 1024  # an eager corp would need hundreds of MB
+
+
+async def test_a_million_customers_are_served() -> None:
     async with FakeWeCom(customers=1_000_000, members=600) as fake, fake.client() as client:
         last = fake.corp.customer_id(999_999)
         detail = await client.external_contact.get(last)
@@ -293,6 +309,23 @@ async def test_the_pytest_fixture_gives_a_started_fake(wecom_fake: FakeWeCom) ->
         wecom_fake.corp_id, wecom_fake.corp_secret, base_url=wecom_fake.base_url
     ) as client:
         assert len(await client.external_contact.get_follow_user_list()) == 600
+
+
+@pytest.mark.wecom_fake(customers=25, members=7, seed=3)
+async def test_the_fixture_takes_options_from_a_marker(wecom_fake: FakeWeCom) -> None:
+    assert (wecom_fake.corp.customers, wecom_fake.corp.members) == (25, 7)
+    assert wecom_fake.corp_id == FakeCorp(seed=3).corp_id
+
+
+async def test_answers_can_come_as_text_plain() -> None:
+    async with FakeWeCom(customers=5, content_type="text/plain") as fake:
+        async with aiohttp.ClientSession() as session:
+            url = fake.base_url + "gettoken"
+            params = {"corpid": fake.corp_id, "corpsecret": fake.corp_secret}
+            async with session.get(url, params=params) as resp:
+                assert resp.content_type == "text/plain"
+        async with fake.client() as client:
+            assert len(await client.external_contact.get_follow_user_list()) == 600
 
 
 async def test_the_fake_server_command_prints_url_and_credentials() -> None:

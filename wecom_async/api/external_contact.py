@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import contextlib
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
 from typing import Any
@@ -157,11 +158,14 @@ class ExternalContactAPI(Namespace):
                 self.batch_get_by_user_pages(chunk, limit=limit)
                 for chunk in chunked(userids, BATCH_MAX_USERIDS)
             ]
-            async for page in merge_streams(sources):
-                # fail_info comes with every page of a chunk; report each member once.
-                unlicensed.extend(u for u in unlicensed_in(page) if u not in unlicensed)
-                for item in array_field(page, "external_contact_list", path):
-                    yield decode(item, BatchContact, path=path)
+            # aclosing: closing this stream must close the merge (and cancel its
+            # chunk tasks) at once, not whenever the garbage collector runs.
+            async with contextlib.aclosing(merge_streams(sources)) as pages:
+                async for page in pages:
+                    # fail_info comes with every page of a chunk; report each member once.
+                    unlicensed.extend(u for u in unlicensed_in(page) if u not in unlicensed)
+                    for item in array_field(page, "external_contact_list", path):
+                        yield decode(item, BatchContact, path=path)
 
         return BatchGetByUserStream(items(), unlicensed)
 

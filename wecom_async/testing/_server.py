@@ -36,6 +36,9 @@ _HTML_502 = (
 
 Answer = dict[str, Any]
 
+#: How many distinct requests the fault draws remember before starting over.
+_SEEN_LIMIT = 1_000_000
+
 
 def _probability(_: object, attribute: attrs.Attribute[float], value: float) -> None:
     if not 0.0 <= value <= 1.0:
@@ -49,7 +52,8 @@ class Faults:
     The draw for a request depends only on the seed, the request itself (path,
     parameters, body) and how many times that same request was seen before, so a
     run is reproducible however its requests interleave, and a retried request
-    gets a fresh draw.
+    gets a fresh draw. (A fake that has seen a million distinct requests forgets
+    the counts and starts over.)
 
     Attributes:
         busy: answer errcode -1 (system busy).
@@ -188,6 +192,8 @@ class FakeWeCom:
             range; half before the request is handled and half after.
         host, port: where to listen; port 0 picks a free one.
         log_limit: how many calls the log keeps (the counters keep counting).
+        content_type: the Content-Type of JSON answers; WeCom's have been seen as
+            ``text/plain``, which a client must decode all the same.
     """
 
     def __init__(
@@ -211,6 +217,7 @@ class FakeWeCom:
         host: str = "127.0.0.1",
         port: int = 0,
         log_limit: int = 200_000,
+        content_type: str = "application/json",
     ) -> None:
         if page_size < 1:
             raise ValueError("page_size must be >= 1")
@@ -235,6 +242,7 @@ class FakeWeCom:
         self.max_concurrency = max_concurrency
         self.faults = faults or Faults()
         self.latency = latency
+        self.content_type = content_type
         self._host = host
         self._port = port
         self.calls: deque[FakeCall] = deque(maxlen=log_limit)
@@ -359,6 +367,10 @@ class FakeWeCom:
         ).digest()
         key = int.from_bytes(digest, "big")
         if salt == 0:
+            if len(self._seen) >= _SEEN_LIMIT:
+                # Bounded memory over very long runs, at the cost of reproducibility
+                # across the reset (documented on Faults).
+                self._seen.clear()
             self._seen[key] = self._seen.get(key, 0) + 1
         return _mix(self.seed, key, self._seen.get(key, 0), salt) / 2**64
 
@@ -375,6 +387,7 @@ class FakeWeCom:
         # In flight from arrival to answer, latency included: what a client's
         # concurrency looks like from here.
         self._in_flight += 1
+        self.stats.calls += 1  # counted on arrival, before any latency
         self.stats.max_in_flight = max(self.stats.max_in_flight, self._in_flight)
         try:
             return await self._handle(request)
@@ -390,7 +403,6 @@ class FakeWeCom:
         loop = asyncio.get_running_loop()
         now = loop.time()
         token = request.query.get("access_token")
-        self.stats.calls += 1
         if path == "gettoken":
             self.stats.gettoken_calls += 1
 
@@ -425,10 +437,9 @@ class FakeWeCom:
             errcode = answer.get("errcode")
             log(errcode if isinstance(errcode, int) else None, 200, fault)
         await self._sleep_latency(latency_draw)
-        # WeCom's JSON answers have been seen with text/plain; keep clients honest.
         return web.Response(
             body=json.dumps(answer, ensure_ascii=False).encode(),
-            content_type="application/json",
+            content_type=self.content_type,
             charset="utf-8",
         )
 
@@ -497,7 +508,8 @@ class FakeWeCom:
             self._token_expires = now + self.token_ttl
             self._issued.add(self._token)
             self.stats.tokens_issued += 1
-        remaining = max(1, math.ceil(self._token_expires - now))
+        # Rounded down: promising a second more than the token has would earn 42001.
+        remaining = max(1, math.floor(self._token_expires - now))
         return {"errcode": 0, "errmsg": "ok", "access_token": self._token, "expires_in": remaining}
 
     def _check_token(self, request: web.Request, now: float) -> None:
