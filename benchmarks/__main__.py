@@ -31,7 +31,8 @@ def _b1(res: dict[str, Any]) -> list[str]:
         f"Setup: FakeWeCom with {b1_limit.LATENCY * 1000:.0f} ms latency and a per-API sliding "
         f"window of {b1_limit.LIMIT} calls per {b1_limit.PERIOD:g} s; the client (same limit) "
         f"fetches customer details from 100 workers for {res['seconds']:g} s, {len(runs)} run(s). "
-        "Rate counted at the server, after the first period (which starts with a full budget).",
+        "Rate counted at the server's arrivals after the first period (which starts with a "
+        "full budget), over a whole number of slot cycles.",
         "",
         "| figure | value |",
         "|---|---|",

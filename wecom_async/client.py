@@ -61,6 +61,8 @@ _TOKEN_MISSING: Final = 41001
 class ClientStats:
     """What a client has done so far, for summaries and metrics. Read-only by intent."""
 
+    calls: int = 0
+    """Logical calls: each may take several requests (retries, a token refresh)."""
     requests: int = 0
     """HTTP exchanges started, ``gettoken`` included, retries included."""
     retries: int = 0
@@ -233,6 +235,7 @@ class WeComClient:
         """Make one logical call, with retries; returns the answer with errcode 0."""
         if self._closed:
             raise WeComClosedError(f"{self!r} is closed")
+        self.stats.calls += 1
         policy = self._retry
         # The first try runs bare: building tenacity's controller costs more than a
         # loopback round trip, and most calls succeed at once.

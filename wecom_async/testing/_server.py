@@ -60,6 +60,8 @@ class Faults:
         http_502: answer HTTP 502 with an HTML body, as WeCom's gateway does.
         drop: close the connection without answering.
         timeout: hold the answer for ``delay`` seconds (beyond a client's timeout).
+        rate_limited: answer 45009 although no limit was passed (a burst of them
+            when the probability is high), without blocking the path.
         delay: how long a ``timeout`` fault holds the answer.
         on_gettoken: also inject faults into ``gettoken`` (off by default, so that
             token counts in tests stay exact).
@@ -69,11 +71,12 @@ class Faults:
     http_502: float = attrs.field(default=0.0, validator=_probability)
     drop: float = attrs.field(default=0.0, validator=_probability)
     timeout: float = attrs.field(default=0.0, validator=_probability)
+    rate_limited: float = attrs.field(default=0.0, validator=_probability)
     delay: float = 30.0
     on_gettoken: bool = False
 
     def __attrs_post_init__(self) -> None:
-        if self.busy + self.http_502 + self.drop + self.timeout > 1.0:
+        if self.busy + self.http_502 + self.drop + self.timeout + self.rate_limited > 1.0:
             raise ValueError("fault probabilities add up to more than 1")
 
     @classmethod
@@ -84,7 +87,7 @@ class Faults:
 
     def pick(self, u: float) -> str | None:
         """The fault for a uniform draw ``u`` in [0, 1), or None."""
-        for name in ("busy", "http_502", "drop", "timeout"):
+        for name in ("busy", "http_502", "drop", "timeout", "rate_limited"):
             p: float = getattr(self, name)
             if u < p:
                 return name
@@ -331,6 +334,11 @@ class FakeWeCom:
     def current_token(self) -> str | None:
         return self._token
 
+    @property
+    def issued_tokens(self) -> frozenset[str]:
+        """Every token this fake ever handed out (to scan logs and errors for)."""
+        return frozenset(self._issued)
+
     def revoke_token(self) -> None:
         """Revoke the current token: calls made with it answer 40014 from now on."""
         if self._token is not None:
@@ -418,6 +426,9 @@ class FakeWeCom:
             self.stats.faults += 1
             if fault == "busy":
                 answer = {"errcode": -1, "errmsg": "system busy"}
+            elif fault == "rate_limited":
+                self.stats.violations += 1
+                answer = {"errcode": 45009, "errmsg": "api freq out of limit"}
             elif fault == "http_502":
                 log(None, 502, fault)
                 await self._sleep_latency(latency_draw)
