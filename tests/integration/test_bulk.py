@@ -47,6 +47,7 @@ async def test_batch_get_by_user_reports_unlicensed_members() -> None:
             assert [c async for c in only] == []
     assert unlicensed
     assert sorted(stream.unlicensed_userid_list) == unlicensed
+    assert sorted(stream.fail_info.unlicensed_userid_list) == unlicensed
     assert sorted(only.unlicensed_userid_list) == unlicensed[:3]
     assert got == pairs_of(fake.corp, licensed)
 

@@ -45,8 +45,9 @@ OK = {"errcode": 0, "errmsg": "ok", "external_userid": ["wm1"]}
         Reply(503, ""),
         Reply(200, "<html>gateway error page</html>"),  # 200 but not JSON
         Reply(200, '{"errcode": 0, "external_us'),  # truncated
+        Reply(200, ""),  # empty
     ],
-    ids=["-1", "6000", "45033", "http502", "http503", "html200", "truncated"],
+    ids=["-1", "6000", "45033", "http502", "http503", "html200", "truncated", "empty"],
 )
 async def test_transient_failures_are_retried(
     wecom: MockWeCom, client: WeComClient, sleeps: SleepLog, failure: Any

@@ -26,7 +26,7 @@ from ..errors import (
     WeComInputError,
     WeComNotFoundError,
 )
-from ..models.external_contact import BatchContact, ExternalContactDetail
+from ..models.external_contact import BatchContact, ExternalContactDetail, FailInfo
 from ._base import Namespace
 
 __all__ = ["BatchGetByUserStream", "DetailStream", "ExternalContactAPI"]
@@ -51,6 +51,11 @@ class BatchGetByUserStream(Stream[BatchContact]):
     def __init__(self, source: AsyncGenerator[BatchContact, None], unlicensed: list[str]):
         super().__init__(source)
         self.unlicensed_userid_list = unlicensed
+
+    @property
+    def fail_info(self) -> FailInfo:
+        """WeCom's ``fail_info`` merged over every page so far, as a model."""
+        return FailInfo(unlicensed_userid_list=tuple(self.unlicensed_userid_list))
 
 
 class DetailStream(Stream[ExternalContactDetail]):
