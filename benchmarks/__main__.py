@@ -56,25 +56,29 @@ def _b2(res: dict[str, Any]) -> list[str]:
     bare_rps = median([r["rps"] for r in runs["bare"]])
     client_cpu = median([r["cpu_us"] for r in runs["client"]])
     bare_cpu = median([r["cpu_us"] for r in runs["bare"]])
-    ratio = client_rps / bare_rps
+    cpu_ratio = bare_cpu / client_cpu
+    rps_ratio = client_rps / bare_rps
     return [
         "## B2: client overhead",
         "",
         f"Setup: the fake in a separate process, no latency, no limit; {res['requests']} "
         f"`externalcontact/get` requests from {res['concurrency']} concurrent workers, the "
-        "client and a bare aiohttp + json.loads loop alternately, "
+        "client and a bare aiohttp + json.loads loop (each on a warm session) alternately, "
         f"{len(runs['client'])} runs each.",
         "",
         "| figure | client | bare loop | ratio |",
         "|---|---|---|---|",
-        f"| requests/s (median) | {client_rps:.0f} | {bare_rps:.0f} | **{ratio:.2f}** |",
         f"| client CPU µs per request (median) | {client_cpu:.0f} | {bare_cpu:.0f} | "
-        f"{bare_cpu / client_cpu:.2f} |",
-        f"| goal: requests/s ratio ≥ 0.8 | | | {'met' if ratio >= 0.8 else 'NOT met'} |",
+        f"**{cpu_ratio:.2f}** |",
+        f"| requests/s (median) | {client_rps:.0f} | {bare_rps:.0f} | {rps_ratio:.2f} |",
+        "| goal (issue #6): requests/s ratio ≥ 0.8 | | | "
+        f"{'met' if rps_ratio >= 0.8 else 'NOT met'} |",
+        f"| the same bar for CPU per request | | | {'met' if cpu_ratio >= 0.8 else 'NOT met'} |",
         "",
-        "The client does more than the floor: the rate-limit slot, the token check, errcode "
-        "handling and decoding into frozen models (about 35 µs for a one-page detail, see B3). "
-        "The CPU row shows that cost whatever the server's own speed.",
+        "CPU per request is the figure to watch: on 2 cores the fake (one core, in Python) "
+        "is the bottleneck, so requests/s come out close whatever the client costs. The "
+        "client does more than the floor: the rate-limit slot, the token check, errcode "
+        "handling and decoding into frozen models (see B3), which is most of the gap.",
         "",
     ]
 
@@ -110,31 +114,37 @@ def _b3(res: dict[str, Any]) -> list[str]:
 
 
 def _b4(res: dict[str, Any]) -> list[str]:
+    floor = median(res["floor"])
+    sizes = {k: v for k, v in res.items() if k != "floor"}
     lines = [
         "## B4: bulk sync",
         "",
         "Setup: `sync_customers` in a fresh process against the fake in another (5 ms latency, "
         "WeCom's real limits), one JSON line per customer; each process's peak RSS is its "
-        "VmHWM from /proc.",
+        "VmHWM from /proc. The floor is the same child importing everything and making one "
+        f"call, without syncing: {floor:.1f} MiB (median).",
         "",
         "| customers | runs | wall s (median) | customers/s | sync peak RSS MiB "
-        "| fake's peak RSS MiB |",
-        "|---|---|---|---|---|---|",
+        "| above the floor MiB | fake's peak RSS MiB |",
+        "|---|---|---|---|---|---|---|",
     ]
-    rss = {}
-    for size, runs in res.items():
-        rss[size] = median([r["sync_peak_rss_mib"] for r in runs])
+    above = {}
+    for size, runs in sizes.items():
+        peak = median([r["sync_peak_rss_mib"] for r in runs])
+        above[size] = peak - floor
         lines.append(
             f"| {int(size):,} | {len(runs)} | {median([r['wall_s'] for r in runs]):.1f} | "
-            f"{median([r['customers_per_s'] for r in runs]):,.0f} | {rss[size]:.1f} | "
-            f"{median([r['server_peak_rss_mib'] for r in runs]):.1f} |"
+            f"{median([r['customers_per_s'] for r in runs]):,.0f} | {peak:.1f} | "
+            f"{above[size]:.1f} | {median([r['server_peak_rss_mib'] for r in runs]):.1f} |"
         )
-    small, large = list(rss)
-    growth = rss[large] / rss[small]
+    small, large = list(sizes)
+    growth = above[large] - above[small]
     lines += [
         "",
-        f"Peak RSS ratio, {int(large):,} over {int(small):,} customers: **{growth:.2f}** "
-        f"(goal: no growth with the corp; {'met' if growth < 1.15 else 'NOT met'}).",
+        f"Memory above the floor, {int(large):,} against {int(small):,} customers: "
+        f"**{growth:+.1f} MiB** for {int(large) // int(small)}× the customers. Goal: no "
+        "growth with the corp beyond fixed caches (SQLite's page cache is capped at 2 MiB): "
+        f"{'met' if growth < 4 else 'NOT met'}.",
         "",
     ]
     return lines

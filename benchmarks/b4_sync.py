@@ -16,7 +16,7 @@ import tempfile
 from ._common import peak_rss_mib
 
 
-def one_run(customers: int) -> dict[str, float]:
+def one_run(customers: int, *, floor: bool = False) -> dict[str, float]:
     server = subprocess.Popen(
         [
             sys.executable,
@@ -60,6 +60,8 @@ def one_run(customers: int) -> dict[str, float]:
                 raise RuntimeError("the sync failed")
             report = json.loads(out)
         server_rss = peak_rss_mib(server.pid)
+        if floor:
+            return {"sync_peak_rss_mib": report["peak_rss_mib"]}
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -76,4 +78,8 @@ def one_run(customers: int) -> dict[str, float]:
 
 def run(quick: bool) -> dict[str, object]:
     sizes, repeats = ((2_000, 20_000), 1) if quick else ((20_000, 200_000), 3)
-    return {str(n): [one_run(n) for _ in range(repeats)] for n in sizes}
+    results: dict[str, object] = {
+        "floor": [one_run(50, floor=True)["sync_peak_rss_mib"] for _ in range(repeats)]
+    }
+    results.update({str(n): [one_run(n) for _ in range(repeats)] for n in sizes})
+    return results

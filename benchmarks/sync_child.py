@@ -1,6 +1,7 @@
 """A bulk sync in a process of its own, so that its peak RSS can be read alone.
 
-``python -m benchmarks.sync_child BASE_URL CORP_ID SECRET OUT`` prints a JSON report.
+``python -m benchmarks.sync_child BASE_URL CORP_ID SECRET OUT`` prints a JSON report;
+with ``--floor`` for OUT it only imports, makes one call and reports its peak RSS.
 """
 
 from __future__ import annotations
@@ -17,6 +18,11 @@ from ._common import peak_rss_mib
 
 async def main(base_url: str, corp_id: str, secret: str, out: str) -> None:
     async with WeComClient(corp_id, secret, base_url=base_url) as client:
+        if out == "--floor":
+            # Everything imported and one call made, nothing synced: the baseline.
+            await client.external_contact.get_follow_user_list()
+            print(json.dumps({"peak_rss_mib": peak_rss_mib()}))
+            return
         report = await sync_customers(client, out)
         print(
             json.dumps(

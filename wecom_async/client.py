@@ -10,6 +10,7 @@ raises a typed error. No other code in this package reaches the network.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -52,6 +53,9 @@ _SECRET_PARAMS: Final = ("access_token", "corpsecret")
 _MASK: Final = "***"
 
 _NOT_JSON: Final = object()
+
+#: Seconds a closing client waits for a shared limiter's pending releases.
+_FLUSH_TIMEOUT: Final = 5.0
 
 #: 41001 means no token was sent at all: a bug, not something a refresh fixes.
 _TOKEN_MISSING: Final = 41001
@@ -185,12 +189,17 @@ class WeComClient:
         if self._closed:
             return
         self._closed = True
-        await self._tokens.aclose()
-        flush = getattr(self._limiter, "flush", None)
-        if flush is not None:  # a shared limiter may still be releasing slots
-            await flush()
-        if self._owns_pool:
-            await self._pool.aclose()
+        try:
+            await self._tokens.aclose()
+            flush = getattr(self._limiter, "flush", None)
+            if flush is not None:  # a shared limiter may still be releasing slots
+                # Bounded: a stalled store must not keep the client from closing.
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(flush(), _FLUSH_TIMEOUT)
+        finally:
+            # Whatever happened above (even a cancellation), the session is closed.
+            if self._owns_pool:
+                await self._pool.aclose()
 
     async def request(
         self,
@@ -378,7 +387,8 @@ def _secret_values(query: Mapping[str, Any]) -> list[str]:
         value = query.get(key)
         if value:
             text = str(value)
-            forms += [text, quote(text, safe=""), quote_plus(text)]
+            forms += [text, quote(text, safe=""), quote_plus(text), quote(text, safe="/~")]
+            forms.append(URL.build(query={key: text}).raw_query_string.partition("=")[2])
     return forms
 
 
@@ -391,16 +401,23 @@ def _transport_error(
     attributes can show a secret (aiohttp keeps the request URL on some errors).
     """
     secrets = _secret_values(query)
+    carries_url = hasattr(exc, "request_info")
     if isinstance(exc, asyncio.TimeoutError):
         error = WeComTransportError(f"{method} {path} timed out after {timeout}s", path=path)
     else:
-        detail = str(exc)
+        if carries_url:
+            # Its text is built around the request URL, token and all: use only the
+            # parts that are not (an HTTP status and reason, when it has them).
+            parts = (getattr(exc, "status", None), getattr(exc, "message", None))
+            detail = " ".join(str(p) for p in parts if p)
+        else:
+            detail = str(exc)
         for secret in secrets:
             detail = detail.replace(secret, _MASK)
         text = f"{method} {path} failed: {type(exc).__name__}"
         error = WeComTransportError(f"{text}: {detail}" if detail else text, path=path)
     shown = f"{exc!s} {exc!r}"
-    if not hasattr(exc, "request_info") and not any(s in shown for s in secrets):
+    if not carries_url and not any(s in shown for s in secrets):
         error.__cause__ = exc
     return error
 

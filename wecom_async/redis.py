@@ -26,11 +26,13 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any, Literal, TypeVar
 
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import LockError, RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ._ratelimit import LocalRateLimiter, RateLimit, RateSlot
 from ._token import AccessToken
@@ -46,6 +48,14 @@ OnError = Literal["raise", "local"]
 # Compare, then delete: drop the token only if it is still the one that failed.
 _INVALIDATE = """
 if redis.call('HGET', KEYS[1], 'value') == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+# Delete a lock only if it still holds our token.
+_UNLOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end
 return 0
@@ -111,7 +121,7 @@ class _Fallback:
     async def run(self, call: Callable[[], Awaitable[T]], local: Callable[[], Awaitable[T]]) -> T:
         try:
             result = await call()
-        except (RedisError, OSError) as exc:
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             if self.on_error == "raise":
                 raise WeComStoreError(
                     f"Redis is unreachable for the {self._what}: {type(exc).__name__}: {exc}"
@@ -125,6 +135,14 @@ class _Fallback:
                     type(exc).__name__,
                 )
             return await local()
+        except RedisError as exc:
+            # Redis answered, and refused: a configuration problem (a cluster
+            # cross-slot error, a missing command), not an outage to fall back from.
+            error = WeComStoreError(
+                f"Redis refused a {self._what} command: {type(exc).__name__}: {exc}"
+            )
+            error.retryable = False
+            raise error from exc
         if self._down:
             self._down = False
             logger.warning("Redis is back for the %s", self._what)
@@ -158,6 +176,7 @@ class RedisTokenStore:
         self._lock_wait = lock_wait
         self._fallback = _Fallback(on_error, "token store")
         self._invalidate = redis.register_script(_INVALIDATE)
+        self._unlock = redis.register_script(_UNLOCK)
         # Used only while Redis is down and on_error="local".
         self._local: dict[str, AccessToken] = {}
 
@@ -212,31 +231,63 @@ class RedisTokenStore:
 
     @contextlib.asynccontextmanager
     async def refresh_lock(self, key: str) -> AsyncIterator[None]:
-        """Hold the corp's refresh lock in Redis while fetching a token."""
-        lock = self._redis.lock(
-            f"{self._prefix}:token-lock:{key}",
-            timeout=self._lock_timeout,
-            blocking_timeout=self._lock_wait,
-        )
+        """Hold the corp's refresh lock in Redis while fetching a token.
+
+        The lock is extended while held (a slow fetch must not let a second process
+        in), and given back even when the holder is cancelled mid-acquire.
+        """
+        name = f"{self._prefix}:token-lock:{key}"
+        token = uuid.uuid4().hex
+        lock = self._redis.lock(name, timeout=self._lock_timeout, blocking_timeout=self._lock_wait)
 
         async def take() -> bool | None:
-            return bool(await lock.acquire())
+            return bool(await lock.acquire(token=token))
 
         async def no_lock() -> bool | None:
             return None  # Redis is down: the fallback has said so already
 
-        held = await self._fallback.run(take, no_lock)
+        try:
+            held = await self._fallback.run(take, no_lock)
+        except BaseException:
+            # Cancelled while acquiring: Redis may hold the lock in our name already.
+            _spawn(self._give_back(name, token))
+            raise
         if held is False:
             logger.warning(
                 "waited %.0fs for another process's token refresh; fetching one here",
                 self._lock_wait,
             )
+        keeper = asyncio.ensure_future(self._keep(lock)) if held else None
         try:
             yield
         finally:
+            if keeper is not None:
+                keeper.cancel()
+                await asyncio.gather(keeper, return_exceptions=True)
             if held:
                 with contextlib.suppress(LockError, RedisError, OSError):
                     await lock.release()
+
+    async def _keep(self, lock: Any) -> None:
+        """Extend a held lock every third of its timeout, until cancelled."""
+        while True:
+            await asyncio.sleep(self._lock_timeout / 3)
+            with contextlib.suppress(LockError, RedisError, OSError):
+                await lock.reacquire()
+
+    async def _give_back(self, name: str, token: str) -> None:
+        with contextlib.suppress(RedisError, OSError):
+            await self._unlock(keys=[name], args=[token])
+
+
+def _spawn(coro: Coroutine[Any, Any, None]) -> None:
+    """Run a best-effort clean-up after the caller is gone; keep it referenced until done."""
+    task = asyncio.get_running_loop().create_task(coro)
+    _CLEANUPS.add(task)
+    task.add_done_callback(_CLEANUPS.discard)
+
+
+_CLEANUPS: set[asyncio.Task[None]] = set()
 
 
 class _RedisSlot:
@@ -273,6 +324,12 @@ class RedisRateLimiter:
         on_error: ``"raise"`` or ``"local"`` when Redis cannot be reached.
         fallback_share: under ``"local"``, the share of each limit this process
             takes for itself (1 / the number of workers keeps their sum in budget).
+
+    The windows live in Redis's memory: a Redis that restarts without persistence
+    (or fails over to a lagging replica) forgets the slots of the current window,
+    and a new full budget follows. WeCom then answers 45009 for the overlap, which
+    the retry policy absorbs; to keep the guarantee across restarts, run Redis with
+    AOF persistence.
     """
 
     def __init__(
@@ -302,14 +359,16 @@ class RedisRateLimiter:
         return f"<RedisRateLimiter prefix={self._prefix!r} on_error={self._fallback.on_error!r}>"
 
     def _keys(self, corp_id: str, path: str, limits: tuple[RateLimit, ...]) -> list[str]:
-        return [
-            f"{self._prefix}:rate:{corp_id}:{path}:{lim.max_calls}/{lim.period}" for lim in limits
-        ]
+        # One hash tag per (corp, path), so that a cluster keeps a call's windows in
+        # one slot (its scripts touch them together); periods as whole µs, so that
+        # RateLimit(5, 2) and RateLimit(5, 2.0) share a budget.
+        tag = f"{{{self._prefix}:{corp_id}:{path}}}"
+        return [f"{tag}:rate:{lim.max_calls}/{round(lim.period * 1_000_000)}us" for lim in limits]
 
     async def acquire(self, corp_id: str, path: str, limits: tuple[RateLimit, ...]) -> RateSlot:
         """Wait for a slot under every limit, in Redis, and take it."""
         keys = self._keys(corp_id, path, limits)
-        periods = [int(lim.period * 1_000_000) for lim in limits]
+        periods = [round(lim.period * 1_000_000) for lim in limits]
         member = uuid.uuid4().hex
         args: list[Any] = [member, self._lease_us]
         for lim, period in zip(limits, periods, strict=True):
@@ -322,7 +381,14 @@ class RedisRateLimiter:
             async def local() -> int:
                 return -1
 
-            wait_us = await self._fallback.run(remote, local)
+            try:
+                wait_us = await self._fallback.run(remote, local)
+            except BaseException:
+                # Cancelled (or failed) while the script ran: it may have taken a slot
+                # this caller will never release; give it back rather than let it sit
+                # out its lease.
+                self._forget_later(keys, member)
+                raise
             if wait_us == 0:
                 return _RedisSlot(self, keys, member, periods)
             if wait_us < 0:
@@ -335,9 +401,24 @@ class RedisRateLimiter:
         )
 
     def _release_later(self, keys: list[str], member: str, periods: list[int]) -> None:
-        task = asyncio.get_running_loop().create_task(self._release_now(keys, member, periods))
+        self._background(self._release_now(keys, member, periods))
+
+    def _forget_later(self, keys: list[str], member: str) -> None:
+        self._background(self._forget_now(keys, member))
+
+    def _background(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
         self._releasing.add(task)
         task.add_done_callback(self._releasing.discard)
+
+    async def _forget_now(self, keys: list[str], member: str) -> None:
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.zrem(key, member)
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            logger.warning("could not give back a rate slot in Redis: %s", type(exc).__name__)
 
     async def _release_now(self, keys: list[str], member: str, periods: list[int]) -> None:
         try:

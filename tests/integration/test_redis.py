@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -186,7 +187,9 @@ def private_redis() -> Iterator[PrivateRedis]:
 async def test_redis_restarted_mid_run_completes_with_local_fallback(
     private_redis: PrivateRedis, caplog: pytest.LogCaptureFixture
 ) -> None:
-    async with FakeWeCom(customers=400, rate_limits=(), latency=(0.01, 0.03)) as fake:
+    # A server-side limit too: Redis forgets its windows when it restarts, so some
+    # 45009 may follow; the run must still complete (the retries absorb them).
+    async with FakeWeCom(customers=400, rate_limits=[(40, 0.5)], latency=(0.01, 0.03)) as fake:
 
         async def bounce() -> None:
             while len(fake.calls_to(PATH)) < 40:  # noqa: ASYNC110 - watching the fake's log
@@ -200,7 +203,7 @@ async def test_redis_restarted_mid_run_completes_with_local_fallback(
             fake,
             private_redis.url,
             "bounce",
-            extra=("--on-error", "local", "--share", "0.25", "--limit", "40"),
+            extra=("--on-error", "local", "--share", "0.25", "--limit", "40", "--attempts", "8"),
         )
         await bouncer
     assert [len(r["got"]) for r in results] == [50] * 4
@@ -285,4 +288,127 @@ async def test_unreachable_redis_raises_or_falls_back_as_configured(
     assert any("token store" in w for w in warnings)
     assert any("rate limiter" in w for w in warnings)
     assert len([w for w in warnings if "token store" in w]) == 1  # once per outage
+    await r.aclose()
+
+
+async def test_equal_limits_share_one_budget_and_one_cluster_slot() -> None:
+    r = aioredis.Redis.from_url(REDIS_URL)
+    limiter = RedisRateLimiter(r, prefix="p")
+    a = limiter._keys("corp", "x/y", (RateLimit(5, 2), RateLimit(100, 60)))
+    b = limiter._keys("corp", "x/y", (RateLimit(5, 2.0), RateLimit(100, 60.0)))
+    assert a == b
+    # Every key of one (corp, path) carries the same hash tag.
+    assert {k[: k.index("}") + 1] for k in a} == {"{p:corp:x/y}"}
+    await r.aclose()
+
+
+async def test_cancelled_callers_leave_no_lock_and_no_stuck_slot(redis_prefix: str) -> None:
+    rng = random.Random(8)
+    r = aioredis.Redis.from_url(REDIS_URL)
+    limit = RateLimit(30, 0.5)
+    async with FakeWeCom(customers=500, latency=(0.0, 0.02)) as fake:
+        client = fake.client(
+            token_store=RedisTokenStore(r, prefix=redis_prefix),
+            rate_limiter=RedisRateLimiter(r, prefix=redis_prefix),
+            rate_limit=limit,
+        )
+        ids = [fake.corp.customer_id(i) for i in range(10, 500)]
+        cancelled = 0
+        for i in range(150):
+            if i % 15 == 0:
+                fake.revoke_token()  # cancellations then land in refreshes and lock waits
+            task = asyncio.ensure_future(client.external_contact.get(rng.choice(ids)))
+            await asyncio.sleep(rng.uniform(0, 0.02))
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+                cancelled -= 1
+            cancelled += 1
+        assert cancelled > 50
+        # aclose() while a refresh is under way.
+        fake.revoke_token()
+        pending = asyncio.ensure_future(client.external_contact.get(ids[0]))
+        await asyncio.sleep(0.005)
+        await client.aclose()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await pending
+        await asyncio.sleep(0.05)  # let the background give-backs land
+
+        assert [k async for k in r.scan_iter(match=f"{redis_prefix}:token-lock:*")] == []
+        now_us = int(time.time() * 1_000_000)
+        for key in [k async for k in r.scan_iter(match=f"{{{redis_prefix}:*")]:
+            scores = [s for _, s in await r.zrange(key, 0, -1, withscores=True)]
+            # Released slots end within a period; a lost one would sit on its lease.
+            assert all(s <= now_us + 2_000_000 for s in scores), key
+
+        async with fake.client(
+            token_store=RedisTokenStore(r, prefix=redis_prefix),
+            rate_limiter=RedisRateLimiter(r, prefix=redis_prefix),
+            rate_limit=limit,
+        ) as again:
+            assert (await again.external_contact.get(ids[1])).external_contact.external_userid
+    await r.aclose()
+
+
+async def test_a_caller_cancelled_while_its_slot_is_taken_gives_it_back(
+    redis_prefix: str,
+) -> None:
+    r = aioredis.Redis.from_url(REDIS_URL)
+    limiter = RedisRateLimiter(r, prefix=redis_prefix)
+    script = limiter._acquire
+    taken = asyncio.Event()
+
+    async def slow_script(**kwargs: Any) -> Any:
+        result = await script(**kwargs)  # the slot is taken in Redis...
+        taken.set()
+        await asyncio.sleep(1)  # ...and the caller is cancelled before hearing of it
+        return result
+
+    limiter._acquire = slow_script  # type: ignore[assignment]
+    limits = (RateLimit(5, 10.0),)
+    task = asyncio.ensure_future(limiter.acquire("corp", "path", limits))
+    await taken.wait()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await limiter.flush()
+    (key,) = limiter._keys("corp", "path", limits)
+    assert await r.zcard(key) == 0
+    await r.aclose()
+
+
+async def test_a_refresh_cancelled_while_taking_the_lock_leaves_no_lock(
+    redis_prefix: str,
+) -> None:
+    r = aioredis.Redis.from_url(REDIS_URL)
+    store = RedisTokenStore(r, prefix=redis_prefix)
+    make_lock = r.lock
+    taken = asyncio.Event()
+
+    def slow_lock(*args: Any, **kwargs: Any) -> Any:
+        lock = make_lock(*args, **kwargs)
+        acquire = lock.acquire
+
+        async def slow_acquire(**kw: Any) -> bool:
+            got = bool(await acquire(**kw))  # Redis holds the lock in our name...
+            taken.set()
+            await asyncio.sleep(1)  # ...when the caller is cancelled
+            return got
+
+        lock.acquire = slow_acquire  # type: ignore[method-assign]
+        return lock
+
+    r.lock = slow_lock  # type: ignore[method-assign]
+
+    async def refresh() -> None:
+        async with store.refresh_lock("k"):
+            pass
+
+    task = asyncio.ensure_future(refresh())
+    await taken.wait()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await asyncio.sleep(0.05)  # the give-back runs in the background
+    assert await r.exists(f"{redis_prefix}:token-lock:k") == 0
     await r.aclose()

@@ -205,3 +205,28 @@ async def test_non_5xx_http_errors_are_not_retried(server: TinyServer, status: i
             await client.external_contact.list("u")
     assert info.value.status == status
     assert server.hits == 1
+
+
+async def test_a_secret_with_url_special_characters_is_masked_too() -> None:
+    secret = "s3cr3t/with+plus~and%percent"
+
+    async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"GARBAGE\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(garbage, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with WeComClient(
+            CORP_ID, secret, base_url=f"http://127.0.0.1:{port}/cgi-bin/", retry=fast(1)
+        ) as client:
+            with pytest.raises(WeComTransportError) as info:
+                await client.external_contact.list("u")
+    finally:
+        server.close()
+        await server.wait_closed()
+    text = chain(info.value)
+    for form in ("s3cr3t", "with%2Bplus", "with+plus", "percent"):
+        assert form not in text

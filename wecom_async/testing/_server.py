@@ -108,6 +108,8 @@ class FakeCall:
     status: int
     token: str | None = attrs.field(repr=False)
     fault: str | None = None
+    query: tuple[tuple[str, str], ...] = ()
+    """The query parameters, ``access_token`` left out."""
 
 
 @attrs.define
@@ -414,8 +416,12 @@ class FakeWeCom:
         if path == "gettoken":
             self.stats.gettoken_calls += 1
 
+        query = tuple((k, v) for k, v in request.query.items() if k != "access_token")
+
         def log(errcode: int | None, status: int = 200, fault: str | None = None) -> None:
-            self.calls.append(FakeCall(path, request.method, now, errcode, status, token, fault))
+            self.calls.append(
+                FakeCall(path, request.method, now, errcode, status, token, fault, query)
+            )
 
         fault = None
         logged = False
