@@ -19,7 +19,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from ._converter import LENIENT
 from .client import DEFAULT_BASE_URL, WeComClient
@@ -27,6 +27,8 @@ from .errors import WeComError, WeComInputError, WeComPermissionError
 from .sync import SyncProgress, SyncReport, sync_customers
 
 __all__ = ["main"]
+
+T = TypeVar("T")
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -131,32 +133,27 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _int_in(low: int, high: int) -> Callable[[str], int]:
-    """An argparse type: an integer from ``low`` to ``high``, else a usage error."""
+def _number_in(kind: Callable[[str], T], low: T, high: T) -> Callable[[str], T]:
+    """An argparse type: a number of ``kind`` from ``low`` to ``high``, else a usage error."""
 
-    def parse(text: str) -> int:
+    def parse(text: str) -> T:
         try:
-            value = int(text)
+            value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not low <= value <= high:  # type: ignore[operator]
             raise argparse.ArgumentTypeError(f"{value} is not between {low} and {high}")
         return value
 
     return parse
+
+
+def _int_in(low: int, high: int) -> Callable[[str], int]:
+    return _number_in(int, low, high)
 
 
 def _float_in(low: float, high: float) -> Callable[[str], float]:
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"{value} is not between {low} and {high}")
-        return value
-
-    return parse
+    return _number_in(float, low, high)
 
 
 def _fake_data_args(p: argparse.ArgumentParser, *, customers: int) -> None:

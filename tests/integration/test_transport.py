@@ -154,7 +154,9 @@ def chain(exc: BaseException | None) -> str:
     return "\n".join(parts)
 
 
-async def test_a_garbled_answer_shows_no_secret_anywhere_in_the_chain() -> None:
+async def error_from_a_garbled_answer(secret: str) -> WeComTransportError:
+    """The error a client with ``secret`` gets from a server that answers no HTTP at all."""
+
     async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")
         writer.write(b"GARBAGE\r\n\r\n")  # not an HTTP status line: aiohttp keeps the URL
@@ -165,15 +167,20 @@ async def test_a_garbled_answer_shows_no_secret_anywhere_in_the_chain() -> None:
     port = server.sockets[0].getsockname()[1]
     try:
         async with WeComClient(
-            CORP_ID, SECRET, base_url=f"http://127.0.0.1:{port}/cgi-bin/", retry=fast(1)
+            CORP_ID, secret, base_url=f"http://127.0.0.1:{port}/cgi-bin/", retry=fast(1)
         ) as client:
             with pytest.raises(WeComTransportError) as info:
                 await client.external_contact.list("u")
     finally:
         server.close()
         await server.wait_closed()
-    assert SECRET not in chain(info.value)
-    assert info.value.__context__ is None
+    return info.value
+
+
+async def test_a_garbled_answer_shows_no_secret_anywhere_in_the_chain() -> None:
+    error = await error_from_a_garbled_answer(SECRET)
+    assert SECRET not in chain(error)
+    assert error.__context__ is None
 
 
 async def test_a_cut_off_token_answer_shows_no_token(caplog: pytest.LogCaptureFixture) -> None:
@@ -208,25 +215,6 @@ async def test_non_5xx_http_errors_are_not_retried(server: TinyServer, status: i
 
 
 async def test_a_secret_with_url_special_characters_is_masked_too() -> None:
-    secret = "s3cr3t/with+plus~and%percent"
-
-    async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
-        writer.write(b"GARBAGE\r\n\r\n")
-        await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(garbage, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
-        async with WeComClient(
-            CORP_ID, secret, base_url=f"http://127.0.0.1:{port}/cgi-bin/", retry=fast(1)
-        ) as client:
-            with pytest.raises(WeComTransportError) as info:
-                await client.external_contact.list("u")
-    finally:
-        server.close()
-        await server.wait_closed()
-    text = chain(info.value)
+    text = chain(await error_from_a_garbled_answer("s3cr3t/with+plus~and%percent"))
     for form in ("s3cr3t", "with%2Bplus", "with+plus", "percent"):
         assert form not in text

@@ -101,21 +101,25 @@ def test_base_url_gets_its_trailing_slash() -> None:
     )
 
 
+class _FreeSlot:
+    def release(self) -> None:
+        pass
+
+
+class StalledLimiter:
+    """A shared limiter whose store stopped answering: its flush never returns."""
+
+    async def acquire(self, corp_id: str, path: str, limits: Any) -> _FreeSlot:
+        return _FreeSlot()
+
+    async def flush(self) -> None:
+        await asyncio.sleep(3600)
+
+
 async def test_a_stalled_limiter_flush_cannot_keep_the_session_open(
     wecom: MockWeCom, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import wecom_async.client as client_module
-
-    class StalledLimiter:
-        async def acquire(self, corp_id: str, path: str, limits: Any) -> Any:
-            class Slot:
-                def release(self) -> None:
-                    pass
-
-            return Slot()
-
-        async def flush(self) -> None:
-            await asyncio.sleep(3600)  # a Redis that never answers
 
     monkeypatch.setattr(client_module, "_FLUSH_TIMEOUT", 0.05)
     wecom.on("GET", "externalcontact/list", lambda call: OK)
@@ -126,19 +130,8 @@ async def test_a_stalled_limiter_flush_cannot_keep_the_session_open(
 
 
 async def test_a_cancelled_aclose_still_closes_the_session(wecom: MockWeCom) -> None:
-    class SlowLimiter:
-        async def acquire(self, corp_id: str, path: str, limits: Any) -> Any:
-            class Slot:
-                def release(self) -> None:
-                    pass
-
-            return Slot()
-
-        async def flush(self) -> None:
-            await asyncio.sleep(3600)
-
     wecom.on("GET", "externalcontact/list", lambda call: OK)
-    client = WeComClient(CORP_ID, SECRET, base_url=BASE, rate_limiter=SlowLimiter())
+    client = WeComClient(CORP_ID, SECRET, base_url=BASE, rate_limiter=StalledLimiter())
     await client.external_contact.list("u")
     closing = asyncio.ensure_future(client.aclose())
     await asyncio.sleep(0.01)
