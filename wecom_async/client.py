@@ -268,23 +268,22 @@ class WeComClient:
     async def _call_with_token(
         self, method: str, path: str, params: Mapping[str, Any] | None, body: Any
     ) -> dict[str, Any]:
-        token = await self._tokens.get()
+        used: list[str] = []  # _send notes the token it sent, so that it can be dropped
         try:
-            return await self._send(method, path, params, body, token)
+            return await self._send(method, path, params, body, used)
         except WeComTokenError as exc:
-            if exc.errcode == _TOKEN_MISSING:
+            if exc.errcode == _TOKEN_MISSING or not used:
                 raise
             # WeCom can revoke a token before expires_in: drop this one (if it is
             # still current), fetch a new one, and try the call exactly once more.
-            await self._tokens.invalidate(token)
-            token = await self._tokens.get()
-            return await self._send(method, path, params, body, token)
+            await self._tokens.invalidate(used[-1])
+            return await self._send(method, path, params, body, used)
 
     async def _fetch_token(self) -> tuple[str, float]:
         """``GET gettoken``: one attempt; the calling request's retries cover it."""
         self.stats.token_fetches += 1
         data = await self._send(
-            "GET", "gettoken", {"corpid": self._corp_id, "corpsecret": self._secret}, None, None
+            "GET", "gettoken", {"corpid": self._corp_id, "corpsecret": self._secret}, None
         )
         token = data.get("access_token")
         expires_in = data.get("expires_in", 7200)
@@ -300,38 +299,46 @@ class WeComClient:
         path: str,
         params: Mapping[str, Any] | None,
         body: Any,
-        token: str | None,
+        used_tokens: list[str] | None = None,
     ) -> dict[str, Any]:
-        """One HTTP exchange: slot, send, read, decode, check errcode."""
+        """One HTTP exchange: slot, token, send, read, decode, check errcode.
+
+        With ``used_tokens`` the request carries the access token, taken only once
+        the slot is held (a long wait for a slot must not outlive the token) and
+        appended to ``used_tokens``; without, it carries none (``gettoken``).
+        """
         if self._closed:
             raise WeComClosedError(f"{self!r} is closed")
         query: dict[str, Any] = dict(params) if params else {}
-        if token is not None:
-            query["access_token"] = token
         url = self._urls.get(path)
         if url is None:
             url = self._urls[path] = URL(self._base_url + path)
         session = self._pool.session()
         limits = self._limits
         slot = await self._limiter.acquire(self._corp_id, path, limits) if limits else None
-        started = time.monotonic()
-        self.stats.requests += 1
         failure: BaseException | None = None
         try:
-            async with session.request(
-                method,
-                url,
-                params=query,
-                json=body,
-                timeout=self._timeout,
-                allow_redirects=False,
-            ) as resp:
-                status = resp.status
-                raw = await _read_body(resp, self._pool.max_body_bytes, path)
-        except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
-            # Raised below, outside this block, so that the new error gets no
-            # __context__: aiohttp's exception may hold the URL, token and all.
-            failure = exc
+            if used_tokens is not None:
+                token = await self._tokens.get()
+                used_tokens.append(token)
+                query["access_token"] = token
+            started = time.monotonic()
+            self.stats.requests += 1
+            try:
+                async with session.request(
+                    method,
+                    url,
+                    params=query,
+                    json=body,
+                    timeout=self._timeout,
+                    allow_redirects=False,
+                ) as resp:
+                    status = resp.status
+                    raw = await _read_body(resp, self._pool.max_body_bytes, path)
+            except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
+                # Raised below, outside this block, so that the new error gets no
+                # __context__: aiohttp's exception may hold the URL, token and all.
+                failure = exc
         finally:
             if slot is not None:
                 slot.release()

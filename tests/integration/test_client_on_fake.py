@@ -80,3 +80,15 @@ async def test_no_server_window_is_ever_exceeded() -> None:
     assert fake.stats.violations == 0
     assert fake.stats.max_in_window[("externalcontact/get", 0.5)] == 20
     assert fake.max_calls_in_window(0.5, "externalcontact/get") == 20
+
+
+async def test_a_long_wait_for_a_slot_never_sends_a_stale_token() -> None:
+    # Tokens live 2 s; the limit makes the last calls wait about 5 s for a slot. The
+    # token is taken once the slot is held, so none goes out after it expired.
+    async with FakeWeCom(customers=100, token_ttl=2.0, rate_limits=[(5, 1.0)]) as fake:
+        async with fake.client(rate_limit=RateLimit(5, 1.0)) as client:
+            ids = [fake.corp.customer_id(i) for i in range(10, 35)]
+            await asyncio.gather(*(client.external_contact.get(i) for i in ids))
+    answers = [c.errcode for c in fake.calls_to("externalcontact/get")]
+    assert answers == [0] * 25  # not one 42001
+    assert fake.stats.tokens_issued >= 2  # the run outlived the first token
