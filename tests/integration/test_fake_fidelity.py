@@ -357,3 +357,18 @@ async def test_the_fake_server_command_prints_url_and_credentials() -> None:
     finally:
         proc.terminate()
         assert await asyncio.wait_for(proc.wait(), timeout=10) == 0
+
+
+async def test_a_slow_member_list_does_not_stall_the_shared_loop() -> None:
+    # 300,000 customers over 3 members: each member's list is long work. While it is
+    # built, the loop (which the client under test shares) keeps ticking.
+    async with FakeWeCom(customers=300_000, members=3, popular=0) as fake:
+        async with fake.client() as client:
+            ticks = 0
+            listing = asyncio.ensure_future(client.external_contact.list(fake.corp.userids[1]))
+            while not listing.done():
+                await asyncio.sleep(0.001)
+                ticks += 1
+            ids = await listing
+    assert len(ids) > 100_000
+    assert ticks > 10  # the loop ran while the list was being built

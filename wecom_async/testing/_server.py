@@ -36,6 +36,9 @@ _HTML_502 = (
 
 Answer = dict[str, Any]
 
+#: Customers per member above which a member's customer list is built off the loop.
+_INLINE_STEPS = 20_000
+
 #: How many distinct requests the fault draws remember before starting over.
 _SEEN_LIMIT = 1_000_000
 
@@ -577,6 +580,18 @@ class FakeWeCom:
             answer["next_cursor"] = _encode_cursor(i, offset + self.page_size)
         return answer
 
+    async def _customers_of(self, m: int) -> tuple[int, ...]:
+        """A member's customers; stepped out in a thread when that is long work.
+
+        The fake shares its event loop with the client under test: a member of a
+        corp with few members and a million customers takes seconds to step out,
+        which must not stall the client's timers.
+        """
+        corp = self.corp
+        if corp.customers // corp.members > _INLINE_STEPS:
+            return await asyncio.to_thread(corp.customers_of, m)
+        return corp.customers_of(m)
+
     def _member(self, userid: object) -> int:
         m = self.corp.member_index(userid) if isinstance(userid, str) else None
         if m is None:
@@ -587,7 +602,7 @@ class FakeWeCom:
         userid = request.query.get("userid")
         if not userid:
             raise _Reject(41009, "missing userid")
-        customers = self.corp.customers_of(self._member(userid))
+        customers = await self._customers_of(self._member(userid))
         if not customers:
             raise _Reject(84061, "not external contact")
         return {"external_userid": [self.corp.customer_id(i) for i in customers]}
@@ -626,7 +641,7 @@ class FakeWeCom:
         items: list[Answer] = []
         while pos < len(licensed) and len(items) < limit:
             m = licensed[pos]
-            customers = self.corp.customers_of(m)
+            customers = await self._customers_of(m)
             take = customers[offset : offset + limit - len(items)]
             items.extend(
                 {
