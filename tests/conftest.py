@@ -109,9 +109,6 @@ class MockWeCom:
         self.issued.append(token)
         return {"errcode": 0, "errmsg": "ok", "access_token": token, "expires_in": 7200}
 
-    def revoke_all(self) -> None:
-        self.revoked.update(self.issued)
-
     def on(self, method: str, path: str, handler: Handler, *, check_token: bool = True) -> None:
         pattern = re.compile("^" + re.escape(BASE + path) + r"(\?.*)?$")
 

@@ -113,10 +113,6 @@ class SlidingWindow:
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._timer: asyncio.TimerHandle | None = None
 
-    @property
-    def limits(self) -> tuple[RateLimit, ...]:
-        return tuple(w.limit for w in self._windows)
-
     def _has_room(self, now: float) -> bool:
         # Every window is pruned, not just up to the first full one: a window left
         # holding ended cool-downs would arm the timer in the past, again and again.

@@ -82,8 +82,6 @@ class SessionPool:
                 connector=connector,
                 headers={"User-Agent": self._user_agent},
                 json_serialize=json.dumps,
-                # WeCom's answers may say text/plain; the client decodes bytes itself.
-                auto_decompress=True,
             )
         return session
 

@@ -109,6 +109,8 @@ class _Store:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wecom-sync-state")
         self._db: sqlite3.Connection | None = None
         self._export: tuple[sqlite3.Cursor, Any] | None = None
+        # The customer being grouped while exporting: id, contact JSON, follow infos.
+        self._pending: tuple[str, str, list[str]] | None = None
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
@@ -191,7 +193,7 @@ class _Store:
             "JOIN contacts c USING (external_userid) ORDER BY f.external_userid, f.userid"
         )
         self._export = (cursor, tmp.open("w", encoding="utf-8"))
-        self._pending: tuple[str, str, list[str]] | None = None
+        self._pending = None
 
     def _do_export_step(self, max_lines: int) -> tuple[int, bool]:
         assert self._export is not None

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import logging
 import random
 import warnings
 
@@ -117,4 +116,3 @@ def test_the_package_ships_its_type_marker() -> None:
     import importlib.resources
 
     assert importlib.resources.files("wecom_async").joinpath("py.typed").is_file()
-    logging.getLogger("wecom_async").debug("the marker is there")
