@@ -95,13 +95,31 @@ def array_field(page: Mapping[str, Any], key: str, path: str) -> list[Any]:
     return value
 
 
+#: Empty pages in a row that still carry a cursor, before the pager is judged stuck.
+MAX_EMPTY_PAGES = 3
+
+
 async def follow_cursor(
-    call: Call, params: Mapping[str, Any], path: str, *, cursor_key: str = "cursor"
+    call: Call,
+    params: Mapping[str, Any],
+    path: str,
+    *,
+    items_key: str,
+    max_pages: int,
+    cursor_key: str = "cursor",
 ) -> AsyncIterator[dict[str, Any]]:
-    """Yield each page of a cursor-paged endpoint, following ``next_cursor`` to the end."""
+    """Yield each page of a cursor-paged endpoint, following ``next_cursor`` to the end.
+
+    A pager that does not end is stopped with :class:`WeComDecodeError`: one that
+    repeats a cursor, hands out more than ``max_pages`` pages, or hands out
+    :data:`MAX_EMPTY_PAGES` pages in a row with nothing in ``items_key`` yet a
+    cursor to go on. Memory stays bounded with the page count.
+    """
     page = await call(params)
     yield page
     seen: set[str] = set()
+    pages = 1
+    empty_run = 0
     while True:
         cursor = page.get("next_cursor")
         if cursor is None or cursor == "":
@@ -109,9 +127,25 @@ async def follow_cursor(
         if not isinstance(cursor, str):
             raise WeComDecodeError(f"{path} answered a next_cursor that is not a string", path=path)
         if cursor in seen:
-            # A server that hands back a cursor twice would page forever.
-            raise WeComDecodeError(f"{path} repeated next_cursor {cursor[:16]!r}", path=path)
+            raise WeComDecodeError(
+                f"{path}: the pager did not end: next_cursor {cursor[:16]!r} came back twice",
+                path=path,
+            )
+        empty_run = 0 if page.get(items_key) else empty_run + 1
+        if empty_run >= MAX_EMPTY_PAGES:
+            raise WeComDecodeError(
+                f"{path}: the pager did not end: {empty_run} empty pages in a row, "
+                "each with a next_cursor",
+                path=path,
+            )
+        if pages >= max_pages:
+            raise WeComDecodeError(
+                f"{path}: the pager did not end: still a next_cursor after {pages} pages "
+                f"(max_pages={max_pages})",
+                path=path,
+            )
         seen.add(cursor)
+        pages += 1
         page = await call({**params, cursor_key: cursor})
         yield page
 

@@ -23,6 +23,8 @@ from typing import Protocol
 
 import attrs
 
+from .errors import WeComInputError, WeComUsageError
+
 __all__ = [
     "DEFAULT_LIMITS",
     "LocalRateLimiter",
@@ -36,14 +38,14 @@ __all__ = [
 
 def _positive_int(_: object, attribute: attrs.Attribute[int], value: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{attribute.name} must be a positive integer, got {value!r}")
+        raise WeComInputError(f"{attribute.name} must be a positive integer, got {value!r}")
 
 
 def _positive_finite(_: object, attribute: attrs.Attribute[float], value: float) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{attribute.name} must be a number of seconds, got {value!r}")
+        raise WeComInputError(f"{attribute.name} must be a number of seconds, got {value!r}")
     if not (value > 0 and math.isfinite(value)):
-        raise ValueError(f"{attribute.name} must be positive and finite, got {value!r}")
+        raise WeComInputError(f"{attribute.name} must be positive and finite, got {value!r}")
 
 
 @attrs.frozen
@@ -67,10 +69,16 @@ def normalize_limits(rate_limit: RateLimit | Iterable[RateLimit] | None) -> tupl
         return DEFAULT_LIMITS
     if isinstance(rate_limit, RateLimit):
         return (rate_limit,)
+    if isinstance(rate_limit, (str, bytes)) or not isinstance(rate_limit, Iterable):
+        raise WeComInputError(
+            f"rate_limit takes a RateLimit or a list of them, got {type(rate_limit).__name__}"
+        )
     limits = tuple(rate_limit)
     for limit in limits:
         if not isinstance(limit, RateLimit):
-            raise TypeError(f"rate_limit takes RateLimit objects, got {type(limit).__name__}")
+            raise WeComInputError(
+                f"rate_limit takes RateLimit objects, got {type(limit).__name__}: {limit!r}"
+            )
     # Sorted so that equal configurations compare equal whatever their order.
     return tuple(sorted(set(limits), key=lambda lim: (lim.period, lim.max_calls)))
 
@@ -123,12 +131,12 @@ class SlidingWindow:
         for w in self._windows:
             w.in_flight += 1
 
-    async def acquire(self) -> None:
-        """Wait for a slot in every window, and take it."""
+    async def acquire(self) -> RateSlot:
+        """Wait for a slot in every window, take it, and return it for release."""
         loop = asyncio.get_running_loop()
         if not self._waiters and self._has_room(loop.time()):
             self._take()
-            return
+            return _LocalSlot(self)
         waiter: asyncio.Future[None] = loop.create_future()
         self._waiters.append(waiter)
         self._schedule(loop)
@@ -145,9 +153,10 @@ class SlidingWindow:
                     self._waiters.remove(waiter)
             self._wake(loop)
             raise
+        return _LocalSlot(self)
 
-    def release(self) -> None:
-        """The request's answer (or failure) came back now: start its cool-down."""
+    def _release(self) -> None:
+        """A request's answer (or failure) came back now: start its cool-down."""
         loop = asyncio.get_running_loop()
         now = loop.time()
         for w in self._windows:
@@ -186,9 +195,28 @@ class SlidingWindow:
 
 
 class RateSlot(Protocol):
-    """A slot taken from a rate limiter; released once, when the answer is back."""
+    """A slot taken from a rate limiter; released once, when the answer is back.
+
+    Releasing a slot a second time raises :class:`~wecom_async.WeComUsageError`:
+    counting it twice would free a slot that is still in use.
+    """
 
     def release(self) -> None: ...
+
+
+class _LocalSlot:
+    """One request's slot in a :class:`SlidingWindow`; it can be released once."""
+
+    __slots__ = ("_window",)
+
+    def __init__(self, window: SlidingWindow) -> None:
+        self._window: SlidingWindow | None = window
+
+    def release(self) -> None:
+        window, self._window = self._window, None
+        if window is None:
+            raise WeComUsageError("a rate-limit slot was released twice")
+        window._release()
 
 
 class RateLimiter(Protocol):
@@ -222,18 +250,15 @@ class LocalRateLimiter:
         """Refuse a second configuration for a corp: one budget cannot have two sizes."""
         known = self._limits.setdefault(corp_id, limits)
         if known != limits:
-            raise ValueError(
+            raise WeComInputError(
                 f"corp {corp_id!r} already has rate limits {list(known)} on this pool; "
                 f"a client asked for {list(limits)}. Clients of one corp share one budget, "
                 "so give them the same rate_limit."
             )
 
-    async def acquire(
-        self, corp_id: str, path: str, limits: tuple[RateLimit, ...]
-    ) -> SlidingWindow:
+    async def acquire(self, corp_id: str, path: str, limits: tuple[RateLimit, ...]) -> RateSlot:
         key = (corp_id, path)
         window = self._windows.get(key)
         if window is None:
             window = self._windows[key] = SlidingWindow(limits)
-        await window.acquire()
-        return window  # the window is its own slot: release() frees one
+        return await window.acquire()

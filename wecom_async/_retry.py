@@ -10,7 +10,13 @@ from collections.abc import Awaitable, Callable
 import attrs
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
-from .errors import WeComAPIError, WeComDecodeError, WeComStoreError, WeComTransportError
+from .errors import (
+    WeComAPIError,
+    WeComDecodeError,
+    WeComInputError,
+    WeComStoreError,
+    WeComTransportError,
+)
 
 __all__ = ["TRANSIENT_ERRCODES", "RetryPolicy"]
 
@@ -20,17 +26,17 @@ logger = logging.getLogger("wecom_async")
 TRANSIENT_ERRCODES: frozenset[int] = frozenset({-1, 6000, 45009, 45033})
 
 #: 45009 blocks the caller until the server's window has passed (about a minute).
-_BLOCKING_ERRCODE = 45009
+BLOCKING_ERRCODE = 45009
 
 
 def _at_least_one(_: object, attribute: attrs.Attribute[int], value: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{attribute.name} must be an integer >= 1, got {value!r}")
+        raise WeComInputError(f"{attribute.name} must be an integer >= 1, got {value!r}")
 
 
 def _non_negative(_: object, attribute: attrs.Attribute[float], value: float) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-        raise ValueError(f"{attribute.name} must be a number >= 0, got {value!r}")
+        raise WeComInputError(f"{attribute.name} must be a number >= 0, got {value!r}")
 
 
 @attrs.frozen(kw_only=False)
@@ -38,14 +44,19 @@ class RetryPolicy:
     """How the client retries a call that failed for a reason that may pass.
 
     Retried: the errcodes in ``retry_errcodes`` (by default -1, 6000, 45009 and
-    45033) and transport faults (connection errors, timeouts, HTTP 5xx, a body
-    that is not JSON). Nothing else is: a permanent errcode, an HTTP 3xx or 4xx and
-    an oversized body raise at once.
+    45033) and transport faults (connection errors, timeouts, HTTP 5xx and 429, a
+    body that is not JSON). Nothing else is: a permanent errcode, any other HTTP
+    3xx or 4xx and an oversized body raise at once.
 
     ``max_attempts`` counts the first try. The wait before try ``n + 1`` is
     ``backoff_base * 2 ** (n - 1)`` capped at ``backoff_max``, scaled by a random
-    factor in [0.5, 1) so that many clients do not retry in step. After a 45009
-    the wait is always ``backoff_max``: WeCom blocks the corp for about a minute.
+    factor in [0.5, 1) so that many clients do not retry in step. When the server
+    said how long to wait (HTTP ``Retry-After``), that is the wait; a server that
+    asks for longer than ``backoff_max`` gets no retry, and the error is raised.
+    After a 45009 the wait is ``backoff_max``: WeCom blocks the API for about a
+    minute without saying how long, and the whole (corp, API) pauses that long for
+    every caller (see ``docs/DESIGN.md``). A call that would wait longer than
+    ``backoff_max`` for such a pause fails at once instead.
 
     ``sleep`` and ``jitter`` can be replaced (in tests, say); ``jitter`` returns a
     number in [0, 1).
@@ -68,53 +79,65 @@ class RetryPolicy:
         """Whether a call that raised ``exc`` should be tried again."""
         if isinstance(exc, WeComAPIError):
             return exc.errcode in self.retry_errcodes
-        if isinstance(exc, (WeComDecodeError, WeComTransportError, WeComStoreError)):
+        if isinstance(exc, WeComTransportError):
+            # A server that asks for a longer wait than the policy allows is not
+            # retried early: that would only earn the same answer again.
+            told = exc.retry_after
+            return exc.retryable and (told is None or told <= self.backoff_max)
+        if isinstance(exc, (WeComDecodeError, WeComStoreError)):
             return exc.retryable
         return False
 
     def delay(self, failures: int, exc: BaseException | None) -> float:
         """Seconds to wait after the ``failures``-th failed try, which raised ``exc``."""
-        if isinstance(exc, WeComAPIError) and exc.errcode == _BLOCKING_ERRCODE:
+        if isinstance(exc, WeComTransportError) and exc.retry_after is not None:
+            return exc.retry_after
+        if isinstance(exc, WeComAPIError) and exc.errcode == BLOCKING_ERRCODE:
             return self.backoff_max
         ceiling = min(self.backoff_max, self.backoff_base * 2.0 ** (failures - 1))
         return ceiling * (0.5 + 0.5 * self.jitter())
 
-    def log_retry(self, path: str, attempt: int, wait_s: float, exc: BaseException | None) -> None:
-        logger.info(
-            "retrying %s (attempt %d of %d) in %.2fs after %s: %s",
-            path,
-            attempt + 1,
-            self.max_attempts,
-            wait_s,
-            type(exc).__name__,
-            exc,
-        )
-
     def retrying(
-        self, path: str, on_retry: Callable[[], None] | None = None, *, failed: int = 0
+        self, what: str, on_retry: Callable[[float, BaseException], None]
     ) -> AsyncRetrying:
-        """A tenacity controller for one call to ``path``; ``on_retry`` runs before each wait.
+        """A tenacity controller for one logical call: the one retry loop.
 
-        ``failed`` counts tries already made and failed outside this controller (the
-        client makes its first try without one, since most calls need no retry).
+        ``on_retry(wait, error)`` runs before each wait (to count and log it);
+        ``what`` names the call in the log line.
         """
 
         def wait(state: RetryCallState) -> float:
             exc = state.outcome.exception() if state.outcome else None
-            return self.delay(state.attempt_number + failed, exc)
+            return self.delay(state.attempt_number, exc)
 
         def before_sleep(state: RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
             wait_s = state.next_action.sleep if state.next_action else 0.0
-            if on_retry is not None:
-                on_retry()
-            self.log_retry(path, state.attempt_number + failed, wait_s, exc)
+            assert exc is not None  # tenacity sleeps only after a failure
+            on_retry(wait_s, exc)
+            logger.info(
+                "retrying %s (attempt %d of %d) in %.2fs after %s: %s",
+                what,
+                state.attempt_number + 1,
+                self.max_attempts,
+                wait_s,
+                type(exc).__name__,
+                exc,
+            )
 
         return AsyncRetrying(
-            stop=stop_after_attempt(self.max_attempts - failed),
+            stop=self._stop,
             wait=wait,
-            retry=retry_if_exception(self.is_retryable),
+            retry=self._retry,
             sleep=self.sleep,
             before_sleep=before_sleep,
             reraise=True,
         )
+
+    @property
+    def _stop(self) -> stop_after_attempt:
+        return stop_after_attempt(self.max_attempts)
+
+    @property
+    def _retry(self) -> retry_if_exception:
+        return retry_if_exception(self.is_retryable)

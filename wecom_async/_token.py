@@ -2,8 +2,10 @@
 
 WeCom blocks callers that call ``gettoken`` too often, so the token is cached
 (per corp and secret) and refreshed as a single flight: however many coroutines
-find it missing at once, one ``gettoken`` call is made and all of them share its
-result. WeCom may also revoke a token early; a call that answers 40014 or 42001
+find it missing at once, one refresh runs and all of them share its result, its
+retries included (the fetch passed in retries under the client's policy). The
+clients of one corp and secret on one pool share one manager, so they share the
+token too. WeCom may also revoke a token early; a call that answers 40014 or 42001
 drops the token, but only if the cache still holds the very token that failed
 (compare before invalidate), so a late failure cannot throw away a newer token.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol, runtime_checkable
@@ -32,6 +35,11 @@ __all__ = [
 
 #: Refresh this long before WeCom's ``expires_in`` runs out, at most.
 MAX_SAFETY_MARGIN = 300.0
+
+#: How many recent token values a manager remembers, so that text can be masked.
+_REMEMBERED = 8
+
+Fetch = Callable[[], Awaitable[tuple[str, float]]]
 
 
 @attrs.frozen
@@ -121,21 +129,22 @@ def usable_until(now: float, expires_in: float) -> float:
 class TokenManager:
     """One (corp, app)'s token: cached locally, backed by a store, refreshed once at a time.
 
-    ``fetch`` calls ``gettoken`` and returns ``(access_token, expires_in)``.
+    ``get(fetch)`` takes the function that calls ``gettoken`` (with its retries) and
+    returns ``(access_token, expires_in)``; the caller that starts a refresh lends
+    its own, and every caller that arrives meanwhile shares that refresh.
     """
 
     def __init__(
         self,
         key: str,
         store: TokenStore,
-        fetch: Callable[[], Awaitable[tuple[str, float]]],
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._key = key
         self._store = store
-        self._fetch = fetch
         self._clock = clock
+        self._seen: deque[str] = deque(maxlen=_REMEMBERED)
         self._local: AccessToken | None = None
         # The last value a call rejected: a store that is slow to forget it (another
         # process, a network store) must not hand it back to us.
@@ -146,14 +155,28 @@ class TokenManager:
     def __repr__(self) -> str:
         return f"<TokenManager key={self._key!r} cached={self._local is not None}>"
 
-    async def get(self) -> str:
-        """The current token, refreshing it (as a single flight) when needed."""
+    @property
+    def store(self) -> TokenStore:
+        return self._store
+
+    def recent_values(self) -> tuple[str, ...]:
+        """The last few token values this manager held: the secrets to mask in text."""
+        return tuple(self._seen)
+
+    def _hold(self, token: AccessToken) -> str:
+        self._local = token
+        if token.value not in self._seen:
+            self._seen.append(token.value)
+        return token.value
+
+    async def get(self, fetch: Fetch) -> str:
+        """The current token, refreshing it with ``fetch`` (as a single flight) when needed."""
         local = self._local
         if local is not None and local.is_fresh(self._clock()):
             return local.value
         refresh = self._refresh
         if refresh is None:
-            refresh = self._refresh = asyncio.ensure_future(self._load())
+            refresh = self._refresh = asyncio.ensure_future(self._load(fetch))
             refresh.add_done_callback(self._refresh_done)
         # shield: a caller cancelled while waiting must not cancel the refresh that
         # every other waiter is sharing.
@@ -177,28 +200,26 @@ class TokenManager:
     def _usable(self, token: AccessToken | None) -> bool:
         return token is not None and token.is_fresh(self._clock()) and token.value != self._rejected
 
-    async def _load(self) -> str:
+    async def _load(self, fetch: Fetch) -> str:
         stored = await self._store.get(self._key)
         if stored is not None and self._usable(stored):
-            self._local = stored
-            return stored.value
+            return self._hold(stored)
         refresh_lock = getattr(self._store, "refresh_lock", None)
         if refresh_lock is None:
-            return await self._fetch_and_store()
+            return await self._fetch_and_store(fetch)
         # A shared store: one process fetches while the others wait on its lock,
         # then find the new token in the store instead of fetching their own.
         async with refresh_lock(self._key):
             stored = await self._store.get(self._key)
             if stored is not None and self._usable(stored):
-                self._local = stored
-                return stored.value
-            return await self._fetch_and_store()
+                return self._hold(stored)
+            return await self._fetch_and_store(fetch)
 
-    async def _fetch_and_store(self) -> str:
-        value, expires_in = await self._fetch()
+    async def _fetch_and_store(self, fetch: Fetch) -> str:
+        value, expires_in = await fetch()
         token = AccessToken(value, usable_until(self._clock(), expires_in))
+        self._hold(token)
         await self._store.set(self._key, token)
-        self._local = token
         return value
 
     async def invalidate(self, value: str) -> None:

@@ -1,36 +1,47 @@
 """WeComClient: one corp and app, and the single call path every request takes.
 
-A call goes: rate-limit slot, then access token, then the pool's session, then the
-body is decoded (whatever the Content-Type) and ``errcode`` checked. A token errcode
-drops the token (compare first) and tries once more with a fresh one; transient
-errcodes and transport faults are retried under the RetryPolicy; everything else
-raises a typed error. No other code in this package reaches the network.
+One logical call runs through four layers, each with one job:
+
+- **retry** (:meth:`WeComClient._call`): the policy's tenacity loop, the only one;
+- **authenticate** (:meth:`WeComClient._authenticated`): the token as a local
+  variable, and at most one more try when WeCom rejects it;
+- **exchange** (:class:`_Budget` and :meth:`WeComClient._exchange`): the 45009
+  pause and the rate-limit slot, then one HTTP exchange that ends in bytes or in a
+  clean transport error;
+- **decode** (:meth:`WeComClient._decode`): the HTTP status, the JSON and the
+  errcode, mapped to typed errors.
+
+No other code in this package reaches the network.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import json
 import logging
 import math
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 from urllib.parse import quote, quote_plus
 
 import aiohttp
 import attrs
 from yarl import URL
 
-from ._ratelimit import LocalRateLimiter, RateLimit, RateLimiter, normalize_limits
+from ._pause import PAUSING_ERRCODE, PauseGate
+from ._ratelimit import LocalRateLimiter, RateLimit, RateLimiter, RateSlot, normalize_limits
 from ._retry import RetryPolicy
-from ._token import MemoryTokenStore, TokenManager, TokenStore, token_key
+from ._token import TokenStore, token_key
+from ._transport import read_body, retry_after, transport_error
 from .api.external_contact import ExternalContactAPI
 from .api.kf import KfAPI
 from .api.school import SchoolAPI
 from .errors import (
+    WeComAPIError,
     WeComClosedError,
     WeComDecodeError,
     WeComError,
@@ -42,11 +53,14 @@ from .errors import (
 )
 from .pool import SessionPool
 
-__all__ = ["DEFAULT_BASE_URL", "ClientStats", "WeComClient"]
+__all__ = ["DEFAULT_BASE_URL", "DEFAULT_MAX_PAGES", "ClientStats", "WeComClient"]
 
 logger = logging.getLogger("wecom_async")
 
 DEFAULT_BASE_URL: Final = "https://qyapi.weixin.qq.com/cgi-bin/"
+
+#: Cursor pages one paged call may follow before the pager is judged endless.
+DEFAULT_MAX_PAGES: Final = 1000
 
 #: Query parameters whose values are secrets, masked wherever a URL is shown.
 _SECRET_PARAMS: Final = ("access_token", "corpsecret")
@@ -60,6 +74,9 @@ _FLUSH_TIMEOUT: Final = 5.0
 #: 41001 means no token was sent at all: a bug, not something a refresh fixes.
 _TOKEN_MISSING: Final = 41001
 
+#: The longest token life believed (WeCom says 7200 s); more is a broken answer.
+_MAX_EXPIRES_IN: Final = 366 * 24 * 3600
+
 
 @attrs.define
 class ClientStats:
@@ -68,13 +85,145 @@ class ClientStats:
     calls: int = 0
     """Logical calls: each may take several requests (retries, a token refresh)."""
     requests: int = 0
-    """HTTP exchanges started, ``gettoken`` included, retries included."""
+    """HTTP requests sent, ``gettoken`` included, retries included: each held a slot."""
     retries: int = 0
-    """Waits before another try of a failed call."""
+    """Waits before another try of a failed call or token fetch."""
     token_fetches: int = 0
-    """``gettoken`` calls made."""
+    """``gettoken`` requests made."""
     rate_limited: int = 0
     """Answers of 45009 (over a frequency limit)."""
+
+
+@attrs.frozen
+class _Settings:
+    """What :meth:`WeComClient.with_options` may change per view of a client."""
+
+    timeout: aiohttp.ClientTimeout
+    retry: RetryPolicy
+    max_pages: int
+
+
+class _Answer(NamedTuple):
+    """What one HTTP exchange brought back."""
+
+    status: int
+    body: bytes
+    retry_after: float | None
+
+
+class _Lifetime:
+    """What a client shares with its views: closed or not, and the calls under way.
+
+    ``aclose()`` interrupts every call still under way (waiting for a slot, a
+    pause, a retry or an answer), and each raises WeComClosedError at once.
+    """
+
+    __slots__ = ("closed", "interrupted", "running")
+
+    def __init__(self) -> None:
+        self.closed = False
+        self.running: set[asyncio.Task[Any]] = set()
+        self.interrupted: set[asyncio.Task[Any]] = set()
+
+    def interrupt_all(self) -> None:
+        for task in self.running:
+            if task is not asyncio.current_task():
+                self.interrupted.add(task)
+                task.cancel()
+
+    def was_interrupted(self, task: asyncio.Task[Any] | None) -> bool:
+        """Whether a CancelledError in ``task`` came from aclose() alone."""
+        if task is None or task not in self.interrupted:
+            return False
+        self.interrupted.discard(task)
+        uncancel = getattr(task, "uncancel", None)  # Python 3.11+
+        # Another cancellation pending too (the caller's own): that one wins.
+        return uncancel is None or uncancel() == 0
+
+
+def _secret_forms(values: Iterable[str]) -> list[str]:
+    """Every form in which these secrets could appear in text: raw and URL-encoded."""
+    forms: set[str] = set()
+    for text in values:
+        if text:
+            forms.update((text, quote(text, safe=""), quote_plus(text), quote(text, safe="/~")))
+    # Longest first, so that a form containing another is masked whole.
+    return sorted(forms, key=len, reverse=True)
+
+
+class _Budget:
+    """The exchange layer's gatekeeper: the 45009 pause, then a rate-limit slot.
+
+    Held around one HTTP attempt and its decoding, so that a 45009 pauses the
+    (corp, API) before the slot is given back, and a probe's outcome is known.
+    """
+
+    __slots__ = ("_client", "_gate", "_path", "_probe", "_slot")
+
+    def __init__(self, client: WeComClient, path: str) -> None:
+        self._client = client
+        self._path = path
+        self._gate: PauseGate | None = None
+        self._probe = False
+        self._slot: RateSlot | None = None
+
+    async def __aenter__(self) -> None:
+        client = self._client
+        gate = client._pool.pauses.get(client._corp_id, self._path)
+        if gate is not None and not gate.is_open:
+            self._gate = gate
+            self._probe = await gate.enter(client._settings.retry.backoff_max, self._path)
+        limits = client._limits
+        if limits:
+            try:
+                self._slot = await client._limiter.acquire(client._corp_id, self._path, limits)
+            except BaseException:
+                self._probe_back(answered=False)
+                raise
+        client.stats.requests += 1
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        client = self._client
+        try:
+            if isinstance(exc, WeComRateLimitError) and exc.errcode == PAUSING_ERRCODE:
+                client.stats.rate_limited += 1
+                # WeCom blocks the API for everyone who shares the corp's budget
+                # (other apps included): pause it for every caller on this pool.
+                seconds = client._settings.retry.backoff_max
+                client._pool.pauses.gate(client._corp_id, self._path).pause(seconds)
+                logger.warning(
+                    "%s for corp %s answered 45009: pausing it for %.1fs",
+                    self._path,
+                    client._corp_id,
+                    seconds,
+                )
+        finally:
+            if self._slot is not None:
+                self._slot.release()
+            answered = exc is None or isinstance(exc, (WeComAPIError, WeComDecodeError))
+            self._probe_back(answered=answered)
+
+    def _probe_back(self, *, answered: bool) -> None:
+        if self._probe and self._gate is not None:
+            self._probe = False
+            self._gate.probe_done(answered)
+
+
+class _RefreshFailed(Exception):
+    """A token refresh failed after its own retries; carried past the call's retry loop.
+
+    Callers that waited on a refresh share its retries: retrying the call would
+    only start another refresh for the same outage.
+    """
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__()
+        self.error = error
 
 
 class WeComClient:
@@ -83,7 +232,8 @@ class WeComClient:
     Use it as ``async with WeComClient(corp_id, secret) as client:``, or call
     :meth:`aclose` when done. Endpoints live in namespaces: :attr:`external_contact`,
     :attr:`school` and :attr:`kf`; :meth:`request` reaches any other endpoint with
-    the same token, rate-limit and retry handling.
+    the same token, rate-limit and retry handling. A client belongs to the event
+    loop it is first used in.
 
     Args:
         corp_id: the corp's id (``corpid``).
@@ -92,16 +242,22 @@ class WeComClient:
             server. Must be http(s) and is treated as a directory.
         pool: a shared :class:`SessionPool`. Without one the client makes its own and
             closes it in :meth:`aclose`; a pool that was passed in is never closed.
+            Clients of one corp on one pool share its rate budget, its 45009 pauses
+            and, for one secret, its access token.
         rate_limit: one :class:`RateLimit` or several, all of which hold per corp and
             per API path. ``None`` means WeCom's documented 10,000/min and
             150,000/hour; an empty sequence turns client-side limiting off.
-        retry: the :class:`RetryPolicy`; ``None`` means the default policy.
-        token_store: where access tokens are cached; ``None`` means in this process.
-            ``wecom_async.redis.RedisTokenStore`` shares them between processes.
+        retry: the :class:`RetryPolicy`; ``None`` means the default policy. The
+            token refresh retries under it too, once for all its waiting callers.
+        token_store: where access tokens are cached; ``None`` means in this process
+            (on the pool). ``wecom_async.redis.RedisTokenStore`` shares them between
+            processes.
         timeout: seconds one HTTP attempt may take, connection included.
         rate_limiter: where the rate budgets are counted; ``None`` means the pool's
             in-process windows. ``wecom_async.redis.RedisRateLimiter`` shares one
             budget between processes. ``rate_limit`` still sets the numbers.
+        max_pages: the most ``next_cursor`` pages one paged call follows; a server
+            that pages on past it raises :class:`WeComDecodeError`.
     """
 
     def __init__(
@@ -116,21 +272,20 @@ class WeComClient:
         token_store: TokenStore | None = None,
         timeout: float = 10.0,
         rate_limiter: RateLimiter | None = None,
+        max_pages: int = DEFAULT_MAX_PAGES,
     ) -> None:
         if not isinstance(corp_id, str) or not corp_id.strip():
             raise WeComInputError("corp_id must be a non-empty string")
         if not isinstance(corp_secret, str) or not corp_secret.strip():
             raise WeComInputError("corp_secret must be a non-empty string")
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-            raise WeComInputError(f"timeout must be a number of seconds, got {timeout!r}")
-        if not (timeout > 0 and math.isfinite(timeout)):
-            raise WeComInputError(f"timeout must be positive and finite, got {timeout!r}")
+        if pool is not None and not isinstance(pool, SessionPool):
+            raise WeComInputError(f"pool must be a SessionPool, got {type(pool).__name__}")
         self._corp_id = corp_id
         self._secret = corp_secret
         self._base_url = _check_base_url(base_url)
         self._limits = normalize_limits(rate_limit)
-        self._retry = retry if retry is not None else RetryPolicy()
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        policy = retry if retry is not None else RetryPolicy()
+        self._settings = _settings(timeout, policy, max_pages)
         self._owns_pool = pool is None
         self._pool = pool if pool is not None else SessionPool()
         self._limiter: RateLimiter = (
@@ -140,16 +295,16 @@ class WeComClient:
             # Also for rate_limit=[]: a client without limits would overrun the
             # budget that other clients of its corp keep on this pool.
             self._limiter.check_limits(corp_id, self._limits)
-        self._tokens = TokenManager(
-            token_key(corp_id, corp_secret),
-            token_store if token_store is not None else MemoryTokenStore(),
-            self._fetch_token,
-        )
+        self._token_key = token_key(corp_id, corp_secret)
+        self._tokens = self._pool.token_manager(self._base_url, self._token_key, token_store)
         self._urls: dict[str, URL] = {}
-        self._closed = False
+        self._life = _Lifetime()
+        self._is_view = False
         self.stats = ClientStats()
         """Counters of requests, retries, token fetches and 45009 answers."""
+        self._make_namespaces()
 
+    def _make_namespaces(self) -> None:
         self.external_contact = ExternalContactAPI(self)
         """Customer contact (``externalcontact/*``)."""
         self.school = SchoolAPI(self)
@@ -158,8 +313,9 @@ class WeComClient:
         """WeChat customer service (``kf/*``)."""
 
     def __repr__(self) -> str:
-        state = " closed" if self._closed else ""
-        return f"<WeComClient corp_id={self._corp_id!r} base_url={self._base_url!r}{state}>"
+        state = " closed" if self._life.closed else ""
+        view = " view" if self._is_view else ""
+        return f"<WeComClient{view} corp_id={self._corp_id!r} base_url={self._base_url!r}{state}>"
 
     @property
     def corp_id(self) -> str:
@@ -171,7 +327,45 @@ class WeComClient:
 
     @property
     def closed(self) -> bool:
-        return self._closed
+        return self._life.closed
+
+    @property
+    def max_pages(self) -> int:
+        """The most cursor pages one paged call follows."""
+        return self._settings.max_pages
+
+    def with_options(
+        self,
+        *,
+        timeout: float | None = None,
+        retry: RetryPolicy | None = None,
+        max_pages: int | None = None,
+    ) -> WeComClient:
+        """A view of this client with other settings, sharing everything else.
+
+        The view uses the same pool, token, rate budget, 45009 pauses and stats; only
+        the given settings differ. A web handler can say "answer within 3 s, and no
+        minute-long 45009 waits" while a batch job keeps the defaults::
+
+            fast = client.with_options(timeout=3, retry=RetryPolicy(max_attempts=2,
+                                                                   backoff_max=1))
+
+        With that policy a call that meets a 45009 pause fails at once with
+        :class:`WeComRateLimitError` rather than wait. The view needs no closing:
+        closing this client closes it too, and its own :meth:`aclose` does nothing.
+        """
+        current = self._settings
+        settings = _settings(
+            current.timeout.total if timeout is None else timeout,
+            current.retry if retry is None else retry,
+            current.max_pages if max_pages is None else max_pages,
+        )
+        view = copy.copy(self)
+        view._settings = settings
+        view._is_view = True
+        view._owns_pool = False
+        view._make_namespaces()
+        return view
 
     async def __aenter__(self) -> WeComClient:
         return self
@@ -185,12 +379,19 @@ class WeComClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Stop using the client; close its pool if it made it. Safe to call twice."""
-        if self._closed:
+        """Stop using the client; close its pool if it made it. Safe to call twice.
+
+        Calls still under way (waiting for a rate-limit slot, a 45009 pause, a retry
+        or an answer) raise :class:`WeComClosedError` at once. A view made by
+        :meth:`with_options` is closed with the client it came from.
+        """
+        life = self._life
+        if self._is_view or life.closed:
             return
-        self._closed = True
+        life.closed = True
+        life.interrupt_all()
         try:
-            await self._tokens.aclose()
+            await self._pool.release_token_manager(self._base_url, self._token_key, self._tokens)
             flush = getattr(self._limiter, "flush", None)
             if flush is not None:  # a shared limiter may still be releasing slots
                 # Bounded: a stalled store must not keep the client from closing.
@@ -232,7 +433,7 @@ class WeComClient:
             raise WeComInputError("do not pass debug: WeCom limits debug calls to 5 a minute")
         return await self._call(verb, path.strip("/"), params, json)
 
-    # The single call path ------------------------------------------------
+    # The retry layer ----------------------------------------------------
 
     async def _call(
         self,
@@ -242,108 +443,115 @@ class WeComClient:
         body: Any = None,
     ) -> dict[str, Any]:
         """Make one logical call, with retries; returns the answer with errcode 0."""
-        if self._closed:
+        life = self._life
+        if life.closed:
             raise WeComClosedError(f"{self!r} is closed")
+        self._pool.bind_loop()
+        task = asyncio.current_task()
+        if task is not None:
+            life.running.add(task)
         self.stats.calls += 1
-        policy = self._retry
-        # The first try runs bare: building tenacity's controller costs more than a
-        # loopback round trip, and most calls succeed at once.
         try:
-            return await self._call_with_token(method, path, params, body)
-        except WeComError as exc:
-            if policy.max_attempts < 2 or not policy.is_retryable(exc):
+            async for attempt in self._retrying(path):
+                with attempt:
+                    return await self._authenticated(method, path, params or {}, body)
+        except _RefreshFailed as failed:
+            error: BaseException = failed.error
+        except asyncio.CancelledError:
+            if not life.was_interrupted(task):
                 raise
-            wait_s = policy.delay(1, exc)
-            self._count_retry()
-            policy.log_retry(path, 1, wait_s, exc)
-        await policy.sleep(wait_s)
-        async for attempt in policy.retrying(path, self._count_retry, failed=1):
-            with attempt:
-                return await self._call_with_token(method, path, params, body)
-        raise AssertionError("unreachable: tenacity re-raises the last failure")
+            error = WeComClosedError(f"{self!r} was closed during the call")
+        finally:
+            life.running.discard(task)
+        # Raised out here, so that the error carries no __context__ of our own making.
+        raise error
 
-    def _count_retry(self) -> None:
+    def _retrying(self, path: str) -> Any:
+        return self._settings.retry.retrying(f"{path} for corp {self._corp_id}", self._on_retry)
+
+    def _on_retry(self, wait: float, error: BaseException) -> None:
         self.stats.retries += 1
 
-    async def _call_with_token(
-        self, method: str, path: str, params: Mapping[str, Any] | None, body: Any
+    # The authenticate layer ---------------------------------------------
+
+    async def _authenticated(
+        self, method: str, path: str, params: Mapping[str, Any], body: Any
     ) -> dict[str, Any]:
-        used: list[str] = []  # _send notes the token it sent, so that it can be dropped
-        try:
-            return await self._send(method, path, params, body, used)
-        except WeComTokenError as exc:
-            if exc.errcode == _TOKEN_MISSING or not used:
-                raise
+        """Send with the access token; on a token errcode, drop it and try once more."""
+        last_try = False
+        while True:
+            async with _Budget(self, path):
+                # Taken once the slot is held: a long wait for a slot must not
+                # outlive the token.
+                try:
+                    token = await self._tokens.get(self._fetch_token)
+                except WeComError as exc:
+                    raise _RefreshFailed(exc) from None
+                query = {**params, "access_token": token}
+                try:
+                    return self._decode(await self._exchange(method, path, query, body), path)
+                except WeComTokenError as exc:
+                    if last_try or exc.errcode == _TOKEN_MISSING:
+                        raise
             # WeCom can revoke a token before expires_in: drop this one (if it is
-            # still current), fetch a new one, and try the call exactly once more.
-            await self._tokens.invalidate(used[-1])
-            return await self._send(method, path, params, body, used)
+            # still current), and try the call once more with a fresh one.
+            await self._tokens.invalidate(token)
+            last_try = True
 
     async def _fetch_token(self) -> tuple[str, float]:
-        """``GET gettoken``: one attempt; the calling request's retries cover it."""
-        self.stats.token_fetches += 1
-        data = await self._send(
-            "GET", "gettoken", {"corpid": self._corp_id, "corpsecret": self._secret}, None
-        )
+        """``GET gettoken``, under the retry policy: one refresh for all who wait on it."""
+        path = "gettoken"
+        query = {"corpid": self._corp_id, "corpsecret": self._secret}
+        async for attempt in self._retrying(path):
+            with attempt:
+                async with _Budget(self, path):
+                    self.stats.token_fetches += 1
+                    data = self._decode(await self._exchange("GET", path, query, None), path)
         token = data.get("access_token")
         expires_in = data.get("expires_in", 7200)
         if not isinstance(token, str) or not token:
-            raise WeComDecodeError("gettoken answered without an access_token", path="gettoken")
-        if isinstance(expires_in, bool) or not isinstance(expires_in, int) or expires_in <= 0:
-            raise WeComDecodeError("gettoken answered a bad expires_in", path="gettoken")
+            raise WeComDecodeError("gettoken answered without an access_token", path=path)
+        if (
+            isinstance(expires_in, bool)
+            or not isinstance(expires_in, int)
+            or not 0 < expires_in <= _MAX_EXPIRES_IN
+        ):
+            shown = repr(expires_in)[:40]
+            raise WeComDecodeError(f"gettoken answered a bad expires_in: {shown}", path=path)
         return token, expires_in
 
-    async def _send(
-        self,
-        method: str,
-        path: str,
-        params: Mapping[str, Any] | None,
-        body: Any,
-        used_tokens: list[str] | None = None,
-    ) -> dict[str, Any]:
-        """One HTTP exchange: slot, token, send, read, decode, check errcode.
+    # The exchange layer -------------------------------------------------
 
-        With ``used_tokens`` the request carries the access token, taken only once
-        the slot is held (a long wait for a slot must not outlive the token) and
-        appended to ``used_tokens``; without, it carries none (``gettoken``).
-        """
-        if self._closed:
-            raise WeComClosedError(f"{self!r} is closed")
-        query: dict[str, Any] = dict(params) if params else {}
+    async def _exchange(
+        self, method: str, path: str, query: Mapping[str, Any], body: Any
+    ) -> _Answer:
+        """One HTTP exchange, under a slot the caller holds: bytes, or a transport error."""
         url = self._urls.get(path)
         if url is None:
             url = self._urls[path] = URL(self._base_url + path)
-        session = self._pool.session()
-        limits = self._limits
-        slot = await self._limiter.acquire(self._corp_id, path, limits) if limits else None
+        pool = self._pool
+        timeout = self._settings.timeout
         failure: BaseException | None = None
+        started = time.monotonic()
         try:
-            if used_tokens is not None:
-                token = await self._tokens.get()
-                used_tokens.append(token)
-                query["access_token"] = token
-            started = time.monotonic()
-            self.stats.requests += 1
-            try:
-                async with session.request(
-                    method,
-                    url,
-                    params=query,
-                    json=body,
-                    timeout=self._timeout,
-                    allow_redirects=False,
-                ) as resp:
-                    status = resp.status
-                    raw = await _read_body(resp, self._pool.max_body_bytes, path)
-            except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
-                # Raised below, outside this block, so that the new error gets no
-                # __context__: aiohttp's exception may hold the URL, token and all.
-                failure = exc
-        finally:
-            if slot is not None:
-                slot.release()
+            async with pool.session().request(
+                method,
+                url,
+                params=query,
+                json=body,
+                timeout=timeout,
+                allow_redirects=False,
+                **pool.request_options,
+            ) as resp:
+                status = resp.status
+                raw = await read_body(resp, pool.max_body_bytes, path)
+                wait = retry_after(resp.headers.get("Retry-After")) if status == 429 else None
+        except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
+            # Raised below, outside this block, so that the new error has no
+            # __context__: aiohttp's exception may hold the URL, token and all.
+            failure = exc
         if failure is not None:
-            raise _transport_error(method, path, failure, query, self._timeout.total)
+            raise transport_error(method, path, failure, timeout.total)
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(
                 "%s %s -> HTTP %d, %d bytes in %.1f ms",
@@ -353,16 +561,76 @@ class WeComClient:
                 len(raw),
                 (time.monotonic() - started) * 1000,
             )
-        if not 200 <= status < 300:
-            raise WeComTransportError(
-                f"{method} {path} answered HTTP {status}", path=path, status=status
-            )
-        try:
-            return _check(_parse(raw, path), path)
-        except WeComRateLimitError as exc:
-            if exc.errcode == 45009:
-                self.stats.rate_limited += 1
-            raise
+        return _Answer(status, raw, wait)
+
+    # The decode layer ---------------------------------------------------
+
+    def _decode(self, answer: _Answer, path: str) -> dict[str, Any]:
+        return decode_answer(answer, path, self._mask)
+
+    def _mask(self, text: str) -> str:
+        """``text`` with every secret this client knows masked: its secret and its tokens."""
+        for form in _secret_forms((self._secret, *self._tokens.recent_values())):
+            text = text.replace(form, _MASK)
+        return text
+
+
+def decode_answer(answer: _Answer, path: str, mask: Callable[[str], str]) -> dict[str, Any]:
+    """The decode layer: the HTTP status, the JSON and the errcode.
+
+    Returns the answer with errcode 0, or raises its typed error. ``mask`` hides
+    the client's secrets in any text taken from the body.
+    """
+    status = answer.status
+    if not 200 <= status < 300:
+        raise WeComTransportError(
+            f"{path} answered HTTP {status}",
+            path=path,
+            status=status,
+            retry_after=answer.retry_after,
+        )
+    try:
+        data = json.loads(answer.body)
+    except (ValueError, RecursionError):
+        data = _NOT_JSON
+    if data is _NOT_JSON:
+        # Raised outside the except block and without the decoder's error, whose
+        # .doc holds the body (a cut-off gettoken answer carries the token).
+        raw = answer.body
+        detail = f"{len(raw)} bytes"
+        if path != "gettoken":
+            detail += f", starting {mask(raw[:60].decode('utf-8', 'replace'))!r}"
+        raise WeComDecodeError(
+            f"{path} answered a body that is not JSON ({detail})", path=path, retryable=True
+        )
+    if not isinstance(data, dict):
+        raise WeComDecodeError(
+            f"{path} answered JSON {type(data).__name__}, not an object", path=path
+        )
+    errcode = data.get("errcode", 0)  # old answers omit errcode on success
+    if errcode == 0 and type(errcode) is int:
+        return data
+    if type(errcode) is not int:
+        shown = mask(repr(errcode)[:120])
+        raise WeComDecodeError(
+            f"{path} answered an errcode that is not an integer: {shown}", path=path
+        )
+    errmsg = data.get("errmsg", "")
+    raise error_for_errcode(
+        errcode, mask(errmsg if isinstance(errmsg, str) else str(errmsg)), path
+    )
+
+
+def _settings(timeout: object, retry: object, max_pages: object) -> _Settings:
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise WeComInputError(f"timeout must be a number of seconds, got {timeout!r}")
+    if not (timeout > 0 and math.isfinite(timeout)):
+        raise WeComInputError(f"timeout must be positive and finite, got {timeout!r}")
+    if not isinstance(retry, RetryPolicy):
+        raise WeComInputError(f"retry must be a RetryPolicy, got {type(retry).__name__}")
+    if isinstance(max_pages, bool) or not isinstance(max_pages, int) or max_pages < 1:
+        raise WeComInputError(f"max_pages must be an integer >= 1, got {max_pages!r}")
+    return _Settings(aiohttp.ClientTimeout(total=timeout), retry, max_pages)
 
 
 def _check_base_url(base_url: str) -> str:
@@ -385,101 +653,3 @@ def redact_url(url: URL) -> str:
     if secret:
         url = url.update_query({k: _MASK for k in secret})
     return str(url)
-
-
-def _secret_values(query: Mapping[str, Any]) -> list[str]:
-    """Every form in which a secret of this request could appear in text."""
-    forms = []
-    for key in _SECRET_PARAMS:
-        value = query.get(key)
-        if value:
-            text = str(value)
-            forms += [text, quote(text, safe=""), quote_plus(text), quote(text, safe="/~")]
-            forms.append(URL.build(query={key: text}).raw_query_string.partition("=")[2])
-    return forms
-
-
-def _transport_error(
-    method: str, path: str, exc: BaseException, query: Mapping[str, Any], timeout: float | None
-) -> WeComTransportError:
-    """A WeComTransportError for ``exc``, with every secret of the request masked.
-
-    The original is chained as ``__cause__`` only when neither its text nor its
-    attributes can show a secret (aiohttp keeps the request URL on some errors).
-    """
-    secrets = _secret_values(query)
-    carries_url = hasattr(exc, "request_info")
-    if isinstance(exc, asyncio.TimeoutError):
-        error = WeComTransportError(f"{method} {path} timed out after {timeout}s", path=path)
-    else:
-        if carries_url:
-            # Its text is built around the request URL, token and all: use only the
-            # parts that are not (an HTTP status and reason, when it has them).
-            parts = (getattr(exc, "status", None), getattr(exc, "message", None))
-            detail = " ".join(str(p) for p in parts if p)
-        else:
-            detail = str(exc)
-        for secret in secrets:
-            detail = detail.replace(secret, _MASK)
-        text = f"{method} {path} failed: {type(exc).__name__}"
-        error = WeComTransportError(f"{text}: {detail}" if detail else text, path=path)
-    shown = f"{exc!s} {exc!r}"
-    if not carries_url and not any(s in shown for s in secrets):
-        error.__cause__ = exc
-    return error
-
-
-async def _read_body(resp: aiohttp.ClientResponse, cap: int, path: str) -> bytes:
-    """Read the whole body, refusing one larger than ``cap`` bytes."""
-    length = resp.content_length
-    if length is not None and length <= cap:
-        return await resp.read()
-    if length is not None:
-        raise WeComTransportError(
-            f"{path} answered {length} bytes, over the {cap}-byte cap", path=path
-        )
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in resp.content.iter_chunked(65536):
-        size += len(chunk)
-        if size > cap:
-            raise WeComTransportError(
-                f"{path} answered over the {cap}-byte cap", path=path, retryable=False
-            )
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _parse(raw: bytes, path: str) -> dict[str, Any]:
-    """Decode the body as JSON whatever the Content-Type says (WeCom has sent text/plain)."""
-    try:
-        data = json.loads(raw)
-    except (ValueError, RecursionError):
-        data = _NOT_JSON
-    if data is _NOT_JSON:
-        # Raised outside the except block and without the decoder's error, whose
-        # .doc holds the body: a cut-off gettoken answer carries the token.
-        detail = f"{len(raw)} bytes"
-        if path != "gettoken":
-            detail += f", starting {raw[:60].decode('utf-8', 'replace')!r}"
-        raise WeComDecodeError(
-            f"{path} answered a body that is not JSON ({detail})", path=path, retryable=True
-        )
-    if not isinstance(data, dict):
-        raise WeComDecodeError(
-            f"{path} answered JSON {type(data).__name__}, not an object", path=path
-        )
-    return data
-
-
-def _check(data: dict[str, Any], path: str) -> dict[str, Any]:
-    """Raise the errcode's typed error, or return the answer. Decided on errcode alone."""
-    errcode = data.get("errcode", 0)  # old answers omit errcode on success
-    if errcode == 0 and type(errcode) is int:
-        return data
-    if type(errcode) is not int:
-        raise WeComDecodeError(
-            f"{path} answered an errcode that is not an integer: {errcode!r}"[:200], path=path
-        )
-    errmsg = data.get("errmsg", "")
-    raise error_for_errcode(errcode, errmsg if isinstance(errmsg, str) else str(errmsg), path)

@@ -11,6 +11,8 @@ No exception message built here contains the access token or the corp secret.
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "WeComAPIError",
     "WeComBusyError",
@@ -24,6 +26,7 @@ __all__ = [
     "WeComStoreError",
     "WeComTokenError",
     "WeComTransportError",
+    "WeComUsageError",
     "error_for_errcode",
 ]
 
@@ -40,6 +43,11 @@ class WeComClosedError(WeComError, RuntimeError):
     """The client or session pool was used after it was closed."""
 
 
+class WeComUsageError(WeComError, RuntimeError):
+    """The library was used in a way it cannot work: a slot released twice, or a
+    client used from an event loop other than the one it started on."""
+
+
 class WeComTransportError(WeComError):
     """The request did not produce a usable HTTP answer.
 
@@ -51,12 +59,28 @@ class WeComTransportError(WeComError):
     """
 
     def __init__(
-        self, message: str, *, path: str, status: int | None = None, retryable: bool | None = None
+        self,
+        message: str,
+        *,
+        path: str,
+        status: int | None = None,
+        retryable: bool | None = None,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
         self.path = path
         self.status = status
-        self.retryable = (status is None or status >= 500) if retryable is None else retryable
+        if retryable is None:
+            # 5xx and 429 pass; any other status is the same on every try.
+            retryable = status is None or status >= 500 or status == 429
+        self.retryable = retryable
+        self.retry_after = retry_after
+        """Seconds the server asked us to wait (HTTP ``Retry-After``), when it said."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keyword-only fields: rebuild through a helper so pickling keeps them all.
+        fields = (self.path, self.status, self.retryable, self.retry_after)
+        return (_rebuild_transport_error, (type(self), str(self), *fields))
 
 
 class WeComDecodeError(WeComError):
@@ -71,6 +95,9 @@ class WeComDecodeError(WeComError):
         super().__init__(message)
         self.path = path
         self.retryable = retryable
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_decode_error, (type(self), str(self), self.path, self.retryable))
 
 
 class WeComStoreError(WeComError):
@@ -158,3 +185,20 @@ _FAMILIES: dict[int, type[WeComAPIError]] = {
 def error_for_errcode(errcode: int, errmsg: str, path: str) -> WeComAPIError:
     """Build the exception for a non-zero errcode, of the family that errcode belongs to."""
     return _FAMILIES.get(errcode, WeComAPIError)(errcode, errmsg, path)
+
+
+def _rebuild_transport_error(
+    cls: type[WeComTransportError],
+    message: str,
+    path: str,
+    status: int | None,
+    retryable: bool,
+    retry_after: float | None,
+) -> WeComTransportError:
+    return cls(message, path=path, status=status, retryable=retryable, retry_after=retry_after)
+
+
+def _rebuild_decode_error(
+    cls: type[WeComDecodeError], message: str, path: str, retryable: bool
+) -> WeComDecodeError:
+    return cls(message, path=path, retryable=retryable)

@@ -2,17 +2,32 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import math
+import ssl as ssl_module
 from types import TracebackType
+from typing import Any
 
 import aiohttp
 
+from ._pause import PauseBoard
 from ._ratelimit import LocalRateLimiter
-from .errors import WeComClosedError
+from ._token import MemoryTokenStore, TokenManager, TokenStore
+from ._transport import ACCEPT_ENCODING, no_silent_resend
+from .errors import WeComClosedError, WeComInputError, WeComUsageError
 
 __all__ = ["SessionPool"]
 
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
+
+SSLSetting = ssl_module.SSLContext | bool | aiohttp.Fingerprint | None
+
+
+def _count(name: str, value: object, *, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise WeComInputError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
 
 
 class SessionPool:
@@ -20,20 +35,29 @@ class SessionPool:
 
     A service that talks to many corps builds one pool and one
     :class:`~wecom_async.WeComClient` per corp and app on it, so that every client
-    reuses the same keep-alive connections. The pool also holds the in-process rate
-    budgets, so clients of the same corp on the same pool share one budget.
+    reuses the same keep-alive connections. The pool also holds what clients of one
+    corp must share: the in-process rate budgets, the 45009 pauses, and the access
+    token of each (corp, secret), so that short-lived clients do not each fetch one.
 
     The session is created lazily, on the first request, inside the running event
-    loop; the pool itself can be built anywhere. Close it with :meth:`aclose` or use
-    it as ``async with SessionPool() as pool:``. A client never closes a pool it was
-    given.
+    loop, and belongs to that loop; the pool itself can be built anywhere. Close it
+    with :meth:`aclose` or use it as ``async with SessionPool() as pool:``. A client
+    never closes a pool it was given.
 
     Args:
         limit: most connections open at once, over all hosts.
         limit_per_host: most connections to one host (0 means no separate cap).
         keepalive_timeout: seconds an idle connection is kept for reuse.
-        max_body_bytes: answers larger than this are refused (WeComTransportError).
+        max_body_bytes: answers larger than this, counted after decompression, are
+            refused with :class:`~wecom_async.WeComTransportError` and not retried.
         user_agent: the User-Agent header sent with every request.
+        proxy: an HTTP proxy URL for every request, such as
+            ``"http://egress.internal:3128"``. WeCom's trusted-IP rule (errcode
+            60020) often means calls must leave through one fixed address.
+        ssl: TLS verification: ``None`` for the default checks, an
+            :class:`ssl.SSLContext` (a private CA, say), or ``False`` to skip them.
+        trust_env: take proxy settings from ``HTTP(S)_PROXY``/``NO_PROXY`` and
+            ``~/.netrc``, as aiohttp does with ``trust_env=True``.
     """
 
     def __init__(
@@ -44,18 +68,39 @@ class SessionPool:
         keepalive_timeout: float = 30.0,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         user_agent: str = "wecom-async",
+        proxy: str | None = None,
+        ssl: SSLSetting = None,
+        trust_env: bool = False,
     ) -> None:
-        if limit < 0 or limit_per_host < 0:
-            raise ValueError("limit and limit_per_host must be >= 0")
-        if max_body_bytes < 1:
-            raise ValueError("max_body_bytes must be positive")
-        self._limit = limit
-        self._limit_per_host = limit_per_host
+        self._limit = _count("limit", limit, minimum=0)
+        self._limit_per_host = _count("limit_per_host", limit_per_host, minimum=0)
+        self.max_body_bytes = _count("max_body_bytes", max_body_bytes, minimum=1)
+        if (
+            isinstance(keepalive_timeout, bool)
+            or not isinstance(keepalive_timeout, (int, float))
+            or not (keepalive_timeout >= 0 and math.isfinite(keepalive_timeout))
+        ):
+            raise WeComInputError(
+                f"keepalive_timeout must be a number of seconds >= 0, got {keepalive_timeout!r}"
+            )
+        if proxy is not None and (not isinstance(proxy, str) or "://" not in proxy):
+            raise WeComInputError(f"proxy must be a URL such as 'http://host:3128', got {proxy!r}")
         self._keepalive_timeout = keepalive_timeout
         self._user_agent = user_agent
-        self.max_body_bytes = max_body_bytes
+        self._trust_env = bool(trust_env)
+        request_options: dict[str, Any] = {}
+        if proxy is not None:
+            request_options["proxy"] = proxy
+        if ssl is not None:
+            request_options["ssl"] = ssl
+        self.request_options = request_options
+        """Keyword arguments every request of this pool passes to aiohttp."""
         self.rate_limiter = LocalRateLimiter()
+        self.pauses = PauseBoard()
+        self._tokens: dict[tuple[str, str, int], tuple[TokenManager, int]] = {}
+        self._default_store = MemoryTokenStore()
         self._session: aiohttp.ClientSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
 
     def __repr__(self) -> str:
@@ -65,6 +110,17 @@ class SessionPool:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    def bind_loop(self) -> None:
+        """Tie the pool to the running event loop, or refuse a second loop."""
+        loop = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop = loop
+        elif self._loop is not loop:
+            raise WeComUsageError(
+                "this client and its SessionPool belong to the event loop they were first "
+                "used in; make a new client (and pool) inside each event loop"
+            )
 
     def session(self) -> aiohttp.ClientSession:
         """The shared session, created on first use; must be called inside the loop."""
@@ -80,10 +136,40 @@ class SessionPool:
             )
             session = self._session = aiohttp.ClientSession(
                 connector=connector,
-                headers={"User-Agent": self._user_agent},
+                headers={"User-Agent": self._user_agent, "Accept-Encoding": ACCEPT_ENCODING},
                 json_serialize=json.dumps,
+                # Bodies are inflated by read_body, which enforces the size cap on the
+                # inflated bytes.
+                auto_decompress=False,
+                middlewares=(no_silent_resend,),
+                trust_env=self._trust_env,
             )
         return session
+
+    def token_manager(self, base_url: str, key: str, store: TokenStore | None) -> TokenManager:
+        """The token manager of (base_url, corp and secret, store), shared on this pool.
+
+        Each call takes a reference; give it back with :meth:`release_token_manager`.
+        """
+        chosen = store if store is not None else self._default_store
+        ref = (base_url, key, id(chosen))
+        manager, users = self._tokens.get(ref, (None, 0))
+        if manager is None:
+            manager = TokenManager(key, chosen)
+        self._tokens[ref] = (manager, users + 1)
+        return manager
+
+    async def release_token_manager(self, base_url: str, key: str, manager: TokenManager) -> None:
+        """Give back a reference; the last one out stops the manager's refresh in flight."""
+        ref = (base_url, key, id(manager.store))
+        held, users = self._tokens.get(ref, (None, 0))
+        if held is not manager:
+            return
+        if users > 1:
+            self._tokens[ref] = (manager, users - 1)
+            return
+        del self._tokens[ref]
+        await manager.aclose()
 
     async def aclose(self) -> None:
         """Close the session and its connections. Safe to call more than once."""

@@ -262,8 +262,8 @@ async def test_refresh_is_one_flight_across_managers(redis_prefix: str) -> None:
         await asyncio.sleep(0.1)
         return f"T{fetches}", 7200
 
-    managers = [TokenManager("k", RedisTokenStore(r, prefix=redis_prefix), fetch) for _ in range(5)]
-    assert await asyncio.gather(*(m.get() for m in managers)) == ["T1"] * 5
+    managers = [TokenManager("k", RedisTokenStore(r, prefix=redis_prefix)) for _ in range(5)]
+    assert await asyncio.gather(*(m.get(fetch) for m in managers)) == ["T1"] * 5
     assert fetches == 1
     await r.aclose()
 

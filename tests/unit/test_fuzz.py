@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from tests.conftest import load
 from wecom_async import WeComDecodeError
 from wecom_async._converter import _FAST, LENIENT, decode
-from wecom_async.client import _check, _parse
+from wecom_async.client import _Answer, decode_answer
 from wecom_async.errors import WeComAPIError
 from wecom_async.models import (
     BatchGetByUserPage,
@@ -147,10 +147,10 @@ def test_arbitrary_json_decodes_or_raises_decode_error(doc: Any, model: type) ->
 @given(st.binary(max_size=200))
 def test_arbitrary_bodies_parse_or_raise_decode_error(body: bytes) -> None:
     with contextlib.suppress(WeComDecodeError, WeComAPIError):
-        _check(_parse(body, "fuzz"), "fuzz")
+        decode_answer(_Answer(200, body, None), "fuzz", str)
 
 
 def test_deeply_nested_json_is_a_decode_error_not_a_crash() -> None:
     body = b'{"a":' * 100_000 + b"1" + b"}" * 100_000
     with pytest.raises(WeComDecodeError, match="not JSON"):
-        _parse(body, "deep")
+        decode_answer(_Answer(200, body, None), "deep", str)

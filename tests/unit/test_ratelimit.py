@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import BASE, CORP_ID, SECRET, Call, MockWeCom
-from wecom_async import RateLimit, SessionPool, WeComClient
+from wecom_async import RateLimit, SessionPool, WeComClient, WeComInputError
 from wecom_async._ratelimit import DEFAULT_LIMITS, SlidingWindow, normalize_limits
 
 PATH = "externalcontact/list"
@@ -127,10 +127,11 @@ def test_limits_normalise_and_validate() -> None:
         RateLimit(5, 2),
     )
     assert normalize_limits([]) == ()
-    with pytest.raises(TypeError):
-        normalize_limits([(5, 1)])  # type: ignore[list-item]
+    for bad_list in ([(5, 1)], [1], 5, "10/s"):
+        with pytest.raises(WeComInputError):
+            normalize_limits(bad_list)  # type: ignore[arg-type]
     for bad in [(0, 1), (1, 0), (1.5, 1), (1, float("inf")), (True, 1)]:
-        with pytest.raises(ValueError):
+        with pytest.raises(WeComInputError):
             RateLimit(*bad)  # type: ignore[arg-type]
 
 
@@ -139,20 +140,20 @@ def test_limits_normalise_and_validate() -> None:
 
 async def test_waiters_are_served_in_order_and_a_cancelled_one_loses_no_slot() -> None:
     window = SlidingWindow([RateLimit(1, 0.05)])
-    await window.acquire()
+    held = await window.acquire()
     order: list[str] = []
 
     async def take(name: str) -> None:
-        await window.acquire()
+        slot = await window.acquire()
         order.append(name)
-        window.release()
+        slot.release()
 
     first = asyncio.create_task(take("first"))
     doomed = asyncio.create_task(take("doomed"))
     last = asyncio.create_task(take("last"))
     await asyncio.sleep(0)
     doomed.cancel()
-    window.release()
+    held.release()
     await asyncio.wait_for(asyncio.gather(first, last), timeout=2)
     assert order == ["first", "last"]
     assert doomed.cancelled()
@@ -163,10 +164,10 @@ async def test_waiters_are_served_in_order_and_a_cancelled_one_loses_no_slot() -
 async def test_a_waiter_cancelled_as_its_slot_arrives_gives_the_slot_back() -> None:
     window = SlidingWindow([RateLimit(1, 0.01)])
     (state,) = window._windows
-    await window.acquire()
+    held = await window.acquire()
     waiter = asyncio.create_task(window.acquire())
     await asyncio.sleep(0)
-    window.release()
+    held.release()
     # Poll until the timer has handed the slot to the waiter; the waiter task has
     # not run yet (its wake-up is queued behind this coroutine), so cancel it now.
     while state.in_flight == 0:  # noqa: ASYNC110 - the point is to yield one step at a time
@@ -181,12 +182,12 @@ async def test_a_waiter_cancelled_as_its_slot_arrives_gives_the_slot_back() -> N
 async def test_a_cancelled_waiter_passes_its_turn_to_the_next_one() -> None:
     window = SlidingWindow([RateLimit(1, 0.01)])
     (state,) = window._windows
-    await window.acquire()
+    held = await window.acquire()
     doomed = asyncio.create_task(window.acquire())
     await asyncio.sleep(0)
     follower = asyncio.create_task(window.acquire())
     await asyncio.sleep(0)
-    window.release()
+    held.release()
     while state.in_flight == 0:  # noqa: ASYNC110 - wait for the hand-over, step by step
         await asyncio.sleep(0)
     doomed.cancel()  # cancelled with the slot in hand: the follower must get it
@@ -198,11 +199,9 @@ async def test_expired_cool_downs_of_a_long_window_never_make_the_timer_spin() -
     # The long window's first cool-down ends (at 0.6 s) while the short window is
     # still full (until about 0.65 s): that ended cool-down must not arm the timer.
     window = SlidingWindow([RateLimit(1, 0.3), RateLimit(100, 0.6)])
-    await window.acquire()
-    window.release()  # short window free at 0.3, long at 0.6
+    (await window.acquire()).release()  # short window free at 0.3, long at 0.6
     await asyncio.sleep(0.35)
-    await window.acquire()
-    window.release()  # short window full again until about 0.65
+    (await window.acquire()).release()  # short window full again until about 0.65
     fired = 0
     on_timer = window._on_timer
 

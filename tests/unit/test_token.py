@@ -150,12 +150,12 @@ async def test_token_is_refreshed_a_margin_before_expiry() -> None:
         fetched.append(f"T{len(fetched)}")
         return fetched[-1], 7200
 
-    manager = TokenManager("k", MemoryTokenStore(), fetch, clock=clock)
-    assert await manager.get() == "T0"
+    manager = TokenManager("k", MemoryTokenStore(), clock=clock)
+    assert await manager.get(fetch) == "T0"
     clock.now += 7200 - 301
-    assert await manager.get() == "T0"
+    assert await manager.get(fetch) == "T0"
     clock.now += 2  # inside the 300 s margin
-    assert await manager.get() == "T1"
+    assert await manager.get(fetch) == "T1"
     assert usable_until(0, 7200) == 6900
     assert usable_until(0, 10) == 9  # short lifetimes keep most of their life
 
@@ -181,10 +181,10 @@ async def test_manager_ignores_a_rejected_token_the_store_still_holds() -> None:
         calls += 1
         return f"T{calls}", 7200
 
-    manager = TokenManager("k", ForgetfulStore(), fetch)
-    assert await manager.get() == "T1"
+    manager = TokenManager("k", ForgetfulStore())
+    assert await manager.get(fetch) == "T1"
     await manager.invalidate("T1")
-    assert await manager.get() == "T2"
+    assert await manager.get(fetch) == "T2"
 
 
 async def test_a_cancelled_waiter_does_not_cancel_the_shared_refresh() -> None:
@@ -197,9 +197,9 @@ async def test_a_cancelled_waiter_does_not_cancel_the_shared_refresh() -> None:
         await release.wait()
         return "T", 7200
 
-    manager = TokenManager("k", MemoryTokenStore(), fetch)
-    first = asyncio.create_task(manager.get())
-    second = asyncio.create_task(manager.get())
+    manager = TokenManager("k", MemoryTokenStore())
+    first = asyncio.create_task(manager.get(fetch))
+    second = asyncio.create_task(manager.get(fetch))
     await asyncio.sleep(0)
     first.cancel()
     release.set()
@@ -222,13 +222,13 @@ async def test_the_manager_keeps_a_newer_token_when_an_older_one_fails() -> None
     async def fetch() -> tuple[str, float]:
         return next(tokens), 7200
 
-    manager = TokenManager("k", MemoryTokenStore(), fetch)
-    assert await manager.get() == "T1"
+    manager = TokenManager("k", MemoryTokenStore())
+    assert await manager.get(fetch) == "T1"
     await manager.invalidate("T1")
-    assert await manager.get() == "T2"
+    assert await manager.get(fetch) == "T2"
     await manager.invalidate("T1")  # a late failure of the old token
     assert manager._local is not None and manager._local.value == "T2"
-    assert await manager.get() == "T2"
+    assert await manager.get(fetch) == "T2"
 
 
 async def test_closing_during_a_token_fetch_tells_waiters_the_client_closed() -> None:
@@ -239,8 +239,8 @@ async def test_closing_during_a_token_fetch_tells_waiters_the_client_closed() ->
         await asyncio.sleep(10)
         return "T", 7200
 
-    manager = TokenManager("k", MemoryTokenStore(), fetch)
-    waiter = asyncio.create_task(manager.get())
+    manager = TokenManager("k", MemoryTokenStore())
+    waiter = asyncio.create_task(manager.get(fetch))
     await started.wait()
     await manager.aclose()
     with pytest.raises(WeComClosedError):

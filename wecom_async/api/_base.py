@@ -9,6 +9,9 @@ from typing import Any, Protocol
 class Caller(Protocol):
     """The part of WeComClient that namespaces use: its one call path."""
 
+    @property
+    def max_pages(self) -> int: ...
+
     async def _call(
         self,
         method: str,

@@ -6,7 +6,7 @@ import builtins
 import contextlib
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from .._converter import decode
 from .._paging import (
@@ -74,6 +74,57 @@ class DetailStream(Stream[ExternalContactDetail]):
         self.failures = failures
 
 
+class _Breaker:
+    """Counts failures of one kind in a row, across the workers of one stream."""
+
+    __slots__ = ("_kind", "_limit", "count")
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._kind: object = None
+        self.count = 0
+
+    def trips(self, exc: WeComError) -> bool:
+        """Record a failure; whether it makes ``limit`` of one kind in a row."""
+        kind = _failure_kind(exc)
+        if kind is None:
+            return False  # per-id: says nothing about the others, and breaks no run
+        self.count = self.count + 1 if kind == self._kind else 1
+        self._kind = kind
+        return self.count >= self._limit
+
+    def reset(self) -> None:
+        self._kind, self.count = None, 0
+
+
+E = TypeVar("E", bound=BaseException)
+
+
+def _without_frames(exc: E) -> E:
+    """``exc`` with the traceback frames of it and its chain dropped, to keep it cheaply."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        current = todo.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        current.__traceback__ = None
+        todo += [current.__cause__, current.__context__]
+    return exc
+
+
+def _failure_kind(exc: WeComError) -> tuple[type, object] | None:
+    """What a failure says about the server, for the circuit breaker; None for per-id ones.
+
+    Not found and bad input concern only that id however often they come; a run of
+    the same decode error, busy errcode or HTTP status says every id will fail alike.
+    """
+    if isinstance(exc, (WeComNotFoundError, WeComInputError)):
+        return None
+    return (type(exc), getattr(exc, "errcode", None) or getattr(exc, "status", None))
+
+
 def _fails_only_this_id(exc: WeComError) -> bool:
     if isinstance(exc, (WeComInputError, WeComDecodeError, WeComNotFoundError, WeComBusyError)):
         return True
@@ -104,7 +155,14 @@ class ExternalContactAPI(Namespace):
 
         first: dict[str, Any] | None = None
         follow_user: builtins.list[Any] = []
-        async for page in follow_cursor(call, {"external_userid": external_userid}, path):
+        pages = follow_cursor(
+            call,
+            {"external_userid": external_userid},
+            path,
+            items_key="follow_user",
+            max_pages=self._client.max_pages,
+        )
+        async for page in pages:
             if first is None:
                 first = page
             follow_user.extend(array_field(page, "follow_user", path))
@@ -201,8 +259,15 @@ class ExternalContactAPI(Namespace):
         async def call(body: Mapping[str, Any]) -> dict[str, Any]:
             return await self._client._call("POST", path, None, body)
 
+        pages = follow_cursor(
+            call,
+            {"userid_list": userids, "limit": limit},
+            path,
+            items_key="external_contact_list",
+            max_pages=self._client.max_pages,
+        )
         try:
-            async for page in follow_cursor(call, {"userid_list": userids, "limit": limit}, path):
+            async for page in pages:
                 yield page
         except WeComAPIError as exc:
             if exc.errcode != 701008:
@@ -210,7 +275,11 @@ class ExternalContactAPI(Namespace):
             yield {"external_contact_list": [], "fail_info": {"unlicensed_userid_list": userids}}
 
     def iter_details(
-        self, external_userids: Iterable[str], *, concurrency: int = 16
+        self,
+        external_userids: Iterable[str],
+        *,
+        concurrency: int = 16,
+        max_consecutive_failures: int = 20,
     ) -> DetailStream:
         """Stream the details of many customers, at most ``concurrency`` at a time.
 
@@ -220,13 +289,24 @@ class ExternalContactAPI(Namespace):
         :class:`DetailStream`) is recorded in ``failures`` and the others go on.
         ``external_userids`` may be any iterable, read lazily, so a long or
         generated list is never held in memory.
+
+        A circuit breaker ends the stream, raising the error, once
+        ``max_consecutive_failures`` ids in a row have failed the same way (an HTML
+        page instead of JSON, -1 after every retry): then every id would, and each
+        would spend its retries. Not-found answers never trip it.
         """
         if isinstance(external_userids, (str, bytes)):
             raise WeComInputError("external_userids must be an iterable of ids, not one string")
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise WeComInputError(f"concurrency must be an integer >= 1, got {concurrency!r}")
+        limit = max_consecutive_failures
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise WeComInputError(
+                f"max_consecutive_failures must be an integer >= 1, got {limit!r}"
+            )
         failures: dict[str, WeComError] = {}
         ids = iter(external_userids)
+        breaker = _Breaker(limit)
 
         async def worker() -> AsyncIterator[ExternalContactDetail]:
             # Workers share one iterator: each takes the next id when it is free.
@@ -237,8 +317,16 @@ class ExternalContactAPI(Namespace):
                     if not _fails_only_this_id(exc):
                         raise
                     logger.info("customer %r failed: %s", external_userid, exc)
-                    failures[str(external_userid)] = exc
+                    failures[str(external_userid)] = _without_frames(exc)
+                    if breaker.trips(exc):
+                        logger.warning(
+                            "%d customers in a row failed alike; ending the stream: %s",
+                            breaker.count,
+                            exc,
+                        )
+                        raise
                     continue
+                breaker.reset()
                 yield detail
 
         return DetailStream(merge_streams([worker() for _ in range(concurrency)]), failures)
