@@ -16,6 +16,7 @@ import pytest
 from aiohttp import ClientResponse
 from aioresponses import CallbackResult, aioresponses
 
+from tests.servers import TinyServer
 from wecom_async import RetryPolicy, WeComClient
 
 DATA = Path(__file__).parent / "data"
@@ -143,6 +144,15 @@ class MockWeCom:
             )
 
         self._mock.add(pattern, method=method, callback=callback, repeat=True)
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[TinyServer]:
+    """A TinyServer on loopback, for behaviours FakeWeCom does not script."""
+    srv = TinyServer()
+    runner = await srv.start()
+    yield srv
+    await runner.cleanup()
 
 
 @pytest.fixture

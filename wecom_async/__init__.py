@@ -17,11 +17,13 @@ from .errors import (
     WeComError,
     WeComInputError,
     WeComNotFoundError,
+    WeComPausedError,
     WeComPermissionError,
     WeComRateLimitError,
     WeComStoreError,
     WeComTokenError,
     WeComTransportError,
+    WeComUsageError,
 )
 from .pool import SessionPool
 
@@ -47,10 +49,12 @@ __all__ = [
     "WeComError",
     "WeComInputError",
     "WeComNotFoundError",
+    "WeComPausedError",
     "WeComPermissionError",
     "WeComRateLimitError",
     "WeComStoreError",
     "WeComTokenError",
     "WeComTransportError",
+    "WeComUsageError",
     "__version__",
 ]

@@ -18,7 +18,7 @@ import random
 from collections.abc import Callable
 from typing import Final
 
-from .errors import WeComRateLimitError
+from .errors import WeComPausedError
 
 __all__ = ["PauseBoard", "PauseGate"]
 
@@ -58,8 +58,8 @@ class PauseGate:
         """Wait until this caller may send; return whether it goes as the probe.
 
         A caller that would have to wait longer than ``max_wait`` seconds raises
-        :class:`~wecom_async.WeComRateLimitError` (45009) at once, without sending:
-        a web handler with a short retry budget fails fast rather than hang.
+        :class:`~wecom_async.WeComPausedError` at once, without sending: a web
+        handler with a short retry budget fails fast rather than hang.
         """
         loop = asyncio.get_running_loop()
         while True:
@@ -67,12 +67,7 @@ class PauseGate:
                 return False
             remaining = self._until - loop.time()
             if remaining > max_wait:
-                raise WeComRateLimitError(
-                    PAUSING_ERRCODE,
-                    f"not sent: {path} is paused for another {remaining:.1f}s after a 45009 "
-                    f"(longer than this call's backoff_max of {max_wait:g}s)",
-                    path,
-                )
+                raise WeComPausedError(path, remaining, max_wait)
             if remaining > 0:
                 spread = min(_MAX_SPREAD, _SPREAD_SHARE * remaining)
                 await asyncio.sleep(remaining + spread * self._jitter())

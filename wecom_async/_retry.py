@@ -14,6 +14,7 @@ from .errors import (
     WeComAPIError,
     WeComDecodeError,
     WeComInputError,
+    WeComPausedError,
     WeComStoreError,
     WeComTransportError,
 )
@@ -53,10 +54,11 @@ class RetryPolicy:
     factor in [0.5, 1) so that many clients do not retry in step. When the server
     said how long to wait (HTTP ``Retry-After``), that is the wait; a server that
     asks for longer than ``backoff_max`` gets no retry, and the error is raised.
-    After a 45009 the wait is ``backoff_max``: WeCom blocks the API for about a
-    minute without saying how long, and the whole (corp, API) pauses that long for
-    every caller (see ``docs/DESIGN.md``). A call that would wait longer than
-    ``backoff_max`` for such a pause fails at once instead.
+    A 45009 pauses the whole (corp, API) for ``backoff_max``, for every caller on
+    the pool (WeCom blocks the API for about a minute without saying how long);
+    the retry waits out that pause, then one probe goes first (see
+    ``docs/DESIGN.md``). A call whose ``backoff_max`` is shorter than the pause
+    still to run fails at once with ``WeComPausedError`` instead.
 
     ``sleep`` and ``jitter`` can be replaced (in tests, say); ``jitter`` returns a
     number in [0, 1).
@@ -77,6 +79,8 @@ class RetryPolicy:
 
     def is_retryable(self, exc: BaseException) -> bool:
         """Whether a call that raised ``exc`` should be tried again."""
+        if isinstance(exc, WeComPausedError):
+            return False  # raised only because the pause outlasts backoff_max
         if isinstance(exc, WeComAPIError):
             return exc.errcode in self.retry_errcodes
         if isinstance(exc, WeComTransportError):
@@ -93,7 +97,9 @@ class RetryPolicy:
         if isinstance(exc, WeComTransportError) and exc.retry_after is not None:
             return exc.retry_after
         if isinstance(exc, WeComAPIError) and exc.errcode == BLOCKING_ERRCODE:
-            return self.backoff_max
+            # The wait is the (corp, API)'s pause, shared by every caller: the next
+            # try waits at its gate (see _pause.py), not here.
+            return 0.0
         ceiling = min(self.backoff_max, self.backoff_base * 2.0 ** (failures - 1))
         return ceiling * (0.5 + 0.5 * self.jitter())
 

@@ -616,9 +616,7 @@ def decode_answer(answer: _Answer, path: str, mask: Callable[[str], str]) -> dic
             f"{path} answered an errcode that is not an integer: {shown}", path=path
         )
     errmsg = data.get("errmsg", "")
-    raise error_for_errcode(
-        errcode, mask(errmsg if isinstance(errmsg, str) else str(errmsg)), path
-    )
+    raise error_for_errcode(errcode, mask(errmsg if isinstance(errmsg, str) else str(errmsg)), path)
 
 
 def _settings(timeout: object, retry: object, max_pages: object) -> _Settings:

@@ -21,6 +21,7 @@ __all__ = [
     "WeComError",
     "WeComInputError",
     "WeComNotFoundError",
+    "WeComPausedError",
     "WeComPermissionError",
     "WeComRateLimitError",
     "WeComStoreError",
@@ -146,6 +147,28 @@ class WeComRateLimitError(WeComAPIError):
     def __init__(self, errcode: int, errmsg: str, path: str) -> None:
         super().__init__(errcode, errmsg, path)
         self.retry_after: float | None = 60.0 if errcode == 45009 else None
+
+
+class WeComPausedError(WeComRateLimitError):
+    """Not sent: the API is paused after a 45009 for longer than this call may wait.
+
+    Every caller of a (corp, API) waits out a 45009 together; a call whose retry
+    policy allows shorter waits (``backoff_max``) fails with this at once instead.
+    ``retry_after`` is how long the pause has left. Never retried.
+    """
+
+    def __init__(self, path: str, retry_after: float, max_wait: float) -> None:
+        super().__init__(
+            45009,
+            f"not sent: paused for another {retry_after:.1f}s after a 45009, longer than "
+            f"this call's backoff_max of {max_wait:g}s",
+            path,
+        )
+        self.retry_after = retry_after
+        self._max_wait = max_wait
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.path, self.retry_after, self._max_wait))
 
 
 class WeComPermissionError(WeComAPIError):

@@ -5,13 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
-from typing import Any
 
 import pytest
 from aiohttp import web
 
 from tests.conftest import CORP_ID, SECRET
+from tests.servers import TinyServer
 from wecom_async import (
     RetryPolicy,
     SessionPool,
@@ -19,47 +18,6 @@ from wecom_async import (
     WeComDecodeError,
     WeComTransportError,
 )
-
-Route = Callable[[web.Request], Any]
-
-
-class TinyServer:
-    """An aiohttp server on 127.0.0.1 that hands out tokens and runs one scripted route."""
-
-    def __init__(self) -> None:
-        self.route: Route = lambda request: web.json_response({"errcode": 0})
-        self.hits = 0
-        self.base_url = ""
-
-    async def _gettoken(self, request: web.Request) -> web.Response:
-        return web.json_response({"errcode": 0, "access_token": "TOK", "expires_in": 7200})
-
-    async def _data(self, request: web.Request) -> web.StreamResponse:
-        self.hits += 1
-        result = self.route(request)
-        if asyncio.iscoroutine(result):
-            result = await result
-        return result  # type: ignore[no-any-return]
-
-    async def start(self) -> web.AppRunner:
-        app = web.Application()
-        app.router.add_get("/cgi-bin/gettoken", self._gettoken)
-        app.router.add_route("*", "/cgi-bin/{tail:.*}", self._data)
-        runner = web.AppRunner(app, handle_signals=False)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = runner.addresses[0][1]
-        self.base_url = f"http://127.0.0.1:{port}/cgi-bin/"
-        return runner
-
-
-@pytest.fixture
-async def server() -> AsyncIterator[TinyServer]:
-    srv = TinyServer()
-    runner = await srv.start()
-    yield srv
-    await runner.cleanup()
 
 
 def fast(attempts: int = 3) -> RetryPolicy:
@@ -191,7 +149,7 @@ async def test_a_cut_off_token_answer_shows_no_token(caplog: pytest.LogCaptureFi
         return web.Response(text=cut, content_type="application/json")
 
     srv = TinyServer()
-    srv._gettoken = cut_token  # type: ignore[method-assign]
+    srv.gettoken = cut_token
     runner = await srv.start()
     try:
         with caplog.at_level(logging.DEBUG, logger="wecom_async"):

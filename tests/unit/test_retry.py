@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ from wecom_async import (
     WeComBusyError,
     WeComClient,
     WeComDecodeError,
+    WeComInputError,
     WeComNotFoundError,
     WeComPermissionError,
     WeComRateLimitError,
@@ -94,22 +96,27 @@ async def test_retries_stop_after_max_attempts_with_growing_waits(
     assert sleeps.waits == [0.375, 0.75, 1.5]
 
 
-async def test_every_wait_after_45009_is_backoff_max(wecom: MockWeCom, sleeps: SleepLog) -> None:
+async def test_each_45009_pauses_the_api_for_backoff_max(wecom: MockWeCom) -> None:
     wecom.on("GET", PATH, scripted(*[{"errcode": 45009, "errmsg": "freq out of limit"}] * 3, OK))
-    policy = RetryPolicy(backoff_max=7.0, sleep=sleeps, jitter=lambda: 0.0)
+    policy = RetryPolicy(backoff_max=0.1, jitter=lambda: 0.0)
     async with WeComClient(CORP_ID, SECRET, base_url=BASE, retry=policy) as client:
         assert await client.external_contact.list("u1") == ["wm1"]
-    assert sleeps.waits == [7.0, 7.0, 7.0]
+        assert client.stats.rate_limited == 3
+    calls = wecom.calls_to(PATH)
+    gaps = [b.arrived - a.answered for a, b in itertools.pairwise(calls)]
+    assert len(gaps) == 3
+    assert all(gap >= 0.1 for gap in gaps), gaps
 
 
 async def test_45009_exhausted_raises_rate_limit_error(wecom: MockWeCom, sleeps: SleepLog) -> None:
     wecom.on("GET", PATH, scripted({"errcode": 45009, "errmsg": "freq out of limit"}))
-    policy = RetryPolicy(max_attempts=2, sleep=sleeps)
+    policy = RetryPolicy(max_attempts=2, backoff_max=0.05, sleep=sleeps)
     async with WeComClient(CORP_ID, SECRET, base_url=BASE, retry=policy) as client:
         with pytest.raises(WeComRateLimitError) as info:
             await client.external_contact.list("u1")
     assert info.value.retry_after == 60.0
-    assert sleeps.waits == [60.0]
+    assert len(wecom.calls_to(PATH)) == 2
+    assert sleeps.waits == [0.0]  # the wait was the pause's, not the policy's sleep
 
 
 async def test_http_error_after_retries_is_a_transport_error(
@@ -158,7 +165,7 @@ def test_policy_delays_are_capped_and_jittered() -> None:
 
 
 def test_policy_refuses_nonsense() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(WeComInputError):
         RetryPolicy(max_attempts=0)
     with pytest.raises(ValueError):
         RetryPolicy(backoff_base=-1)

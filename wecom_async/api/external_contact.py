@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import copy
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
 from typing import Any, TypeVar
@@ -324,7 +325,8 @@ class ExternalContactAPI(Namespace):
                             breaker.count,
                             exc,
                         )
-                        raise
+                        # A copy: the one in failures stays without frames.
+                        raise copy.copy(exc) from None
                     continue
                 breaker.reset()
                 yield detail

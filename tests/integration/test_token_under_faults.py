@@ -1,0 +1,77 @@
+"""The access token under an outage of gettoken, over real sockets on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from aiohttp import web
+
+from tests.conftest import CORP_ID, SECRET
+from tests.servers import TinyServer
+from wecom_async import RetryPolicy, SessionPool, WeComClient, WeComDecodeError
+
+OK = {"errcode": 0, "external_userid": ["wm1"]}
+
+
+@pytest.mark.parametrize("outage", ["errcode -1", "HTTP 502"])
+async def test_two_hundred_callers_share_one_refresh_through_an_outage(
+    server: TinyServer, outage: str
+) -> None:
+    down_until = time.monotonic() + 1.5
+
+    def gettoken(request: web.Request) -> web.Response:
+        if time.monotonic() < down_until:
+            if outage == "HTTP 502":
+                return web.Response(status=502, text="<html>bad gateway</html>")
+            return web.json_response({"errcode": -1, "errmsg": "system busy"})
+        return server.issue_token(request)
+
+    server.gettoken = gettoken
+    server.route = lambda request: web.json_response(OK)
+    policy = RetryPolicy(max_attempts=5, backoff_base=0.5, backoff_max=2.0)
+    async with WeComClient(CORP_ID, SECRET, base_url=server.base_url, retry=policy) as client:
+        results = await asyncio.gather(*(client.external_contact.list("u") for _ in range(200)))
+    assert results == [["wm1"]] * 200  # every caller succeeds once gettoken recovers
+    assert server.gettoken_calls <= policy.max_attempts  # its retries were shared
+    assert server.tokens_issued == 1
+
+
+async def test_a_refresh_that_fails_after_its_retries_is_not_retried_by_each_caller(
+    server: TinyServer,
+) -> None:
+    server.gettoken = lambda request: web.json_response({"errcode": -1, "errmsg": "busy"})
+    policy = RetryPolicy(max_attempts=3, backoff_base=0.01, backoff_max=0.02)
+    async with WeComClient(CORP_ID, SECRET, base_url=server.base_url, retry=policy) as client:
+        results = await asyncio.gather(
+            *(client.external_contact.list("u") for _ in range(50)), return_exceptions=True
+        )
+    assert all(type(r).__name__ == "WeComBusyError" for r in results)
+    assert server.gettoken_calls == 3
+    assert server.hits == 0
+
+
+async def test_short_lived_clients_on_one_pool_share_one_token(server: TinyServer) -> None:
+    server.route = lambda request: web.json_response(OK)
+    async with SessionPool() as pool:
+        for _ in range(5):
+            async with WeComClient(CORP_ID, SECRET, base_url=server.base_url, pool=pool) as c:
+                assert await c.external_contact.list("u") == ["wm1"]
+        # Another secret is another app: a token of its own.
+        async with WeComClient(CORP_ID, "other-app", base_url=server.base_url, pool=pool) as c:
+            await c.external_contact.list("u")
+    assert server.gettoken_calls == 2
+
+
+@pytest.mark.parametrize(
+    "expires_in", ["1" + "0" * 400, "-7200", '"7200"', "0", "1e400", "7200.5", "null"]
+)
+async def test_an_absurd_expires_in_is_a_decode_error(server: TinyServer, expires_in: str) -> None:
+    body = f'{{"errcode": 0, "access_token": "TOK", "expires_in": {expires_in}}}'
+    server.gettoken = lambda request: web.Response(text=body, content_type="application/json")
+    async with WeComClient(
+        CORP_ID, SECRET, base_url=server.base_url, retry=RetryPolicy(max_attempts=1)
+    ) as client:
+        with pytest.raises(WeComDecodeError, match="expires_in"):
+            await client.external_contact.list("u")
