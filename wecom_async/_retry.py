@@ -6,6 +6,7 @@ import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import attrs
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
@@ -76,6 +77,7 @@ class RetryPolicy:
     jitter: Callable[[], float] = attrs.field(
         default=random.random, kw_only=True, eq=False, repr=False
     )
+    _tenacity: dict[str, Any] = attrs.field(init=False, eq=False, repr=False)
 
     def is_retryable(self, exc: BaseException) -> bool:
         """Whether a call that raised ``exc`` should be tried again."""
@@ -103,15 +105,17 @@ class RetryPolicy:
         ceiling = min(self.backoff_max, self.backoff_base * 2.0 ** (failures - 1))
         return ceiling * (0.5 + 0.5 * self.jitter())
 
-    def retrying(
-        self, what: str, on_retry: Callable[[float, BaseException], None]
-    ) -> AsyncRetrying:
+    def retrying(self, on_retry: OnRetry) -> AsyncRetrying:
         """A tenacity controller for one logical call: the one retry loop.
 
-        ``on_retry(wait, error)`` runs before each wait (to count and log it);
-        ``what`` names the call in the log line.
+        ``on_retry(wait, error, attempt)`` runs before each wait, to count and log
+        it (``attempt`` is the number of the try that failed).
         """
+        return _CallRetrying(on_retry, **self._tenacity)
 
+    def __attrs_post_init__(self) -> None:
+        # What tenacity needs, built once per policy: a call then pays only for its
+        # own controller.
         def wait(state: RetryCallState) -> float:
             exc = state.outcome.exception() if state.outcome else None
             return self.delay(state.attempt_number, exc)
@@ -120,30 +124,28 @@ class RetryPolicy:
             exc = state.outcome.exception() if state.outcome else None
             wait_s = state.next_action.sleep if state.next_action else 0.0
             assert exc is not None  # tenacity sleeps only after a failure
-            on_retry(wait_s, exc)
-            logger.info(
-                "retrying %s (attempt %d of %d) in %.2fs after %s: %s",
-                what,
-                state.attempt_number + 1,
-                self.max_attempts,
-                wait_s,
-                type(exc).__name__,
-                exc,
-            )
+            controller = state.retry_object
+            assert isinstance(controller, _CallRetrying)
+            controller.on_retry(wait_s, exc, state.attempt_number)
 
-        return AsyncRetrying(
-            stop=self._stop,
-            wait=wait,
-            retry=self._retry,
-            sleep=self.sleep,
-            before_sleep=before_sleep,
-            reraise=True,
-        )
+        parts = {
+            "stop": stop_after_attempt(self.max_attempts),
+            "wait": wait,
+            "retry": retry_if_exception(self.is_retryable),
+            "sleep": self.sleep,
+            "before_sleep": before_sleep,
+            "before": None,  # tenacity's default does nothing, at a cost per call
+            "reraise": True,
+        }
+        object.__setattr__(self, "_tenacity", parts)
 
-    @property
-    def _stop(self) -> stop_after_attempt:
-        return stop_after_attempt(self.max_attempts)
 
-    @property
-    def _retry(self) -> retry_if_exception:
-        return retry_if_exception(self.is_retryable)
+OnRetry = Callable[[float, BaseException, int], None]
+
+
+class _CallRetrying(AsyncRetrying):
+    """tenacity's controller for one call, carrying who to tell before each wait."""
+
+    def __init__(self, on_retry: OnRetry, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.on_retry = on_retry

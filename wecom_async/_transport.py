@@ -95,8 +95,10 @@ async def read_body(resp: aiohttp.ClientResponse, cap: int, path: str) -> bytes:
     encoding = resp.headers.get("Content-Encoding", "").strip().lower()
     inflater = _decompressor(encoding, path)
     length = resp.content_length
-    if inflater is None and length is not None and length > cap:
-        raise _over_cap(path, cap, f"{length} bytes,")
+    if inflater is None and length is not None:
+        if length > cap:
+            raise _over_cap(path, cap, f"{length} bytes,")
+        return await resp.read()  # aiohttp stops at Content-Length: within the cap
     parts: list[bytes] = []
     size = 0
     first = True

@@ -30,6 +30,7 @@ from urllib.parse import quote, quote_plus
 
 import aiohttp
 import attrs
+from tenacity import AsyncRetrying
 from yarl import URL
 
 from ._pause import PAUSING_ERRCODE, PauseGate
@@ -466,11 +467,23 @@ class WeComClient:
         # Raised out here, so that the error carries no __context__ of our own making.
         raise error
 
-    def _retrying(self, path: str) -> Any:
-        return self._settings.retry.retrying(f"{path} for corp {self._corp_id}", self._on_retry)
+    def _retrying(self, path: str) -> AsyncRetrying:
+        policy = self._settings.retry
 
-    def _on_retry(self, wait: float, error: BaseException) -> None:
-        self.stats.retries += 1
+        def on_retry(wait: float, error: BaseException, attempt: int) -> None:
+            self.stats.retries += 1
+            logger.info(
+                "retrying %s for corp %s (attempt %d of %d) in %.2fs after %s: %s",
+                path,
+                self._corp_id,
+                attempt + 1,
+                policy.max_attempts,
+                wait,
+                type(error).__name__,
+                error,
+            )
+
+        return policy.retrying(on_retry)
 
     # The authenticate layer ---------------------------------------------
 
