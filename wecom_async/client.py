@@ -30,12 +30,11 @@ from urllib.parse import quote, quote_plus
 
 import aiohttp
 import attrs
-from tenacity import AsyncRetrying
 from yarl import URL
 
 from ._pause import PAUSING_ERRCODE, PauseGate
 from ._ratelimit import LocalRateLimiter, RateLimit, RateLimiter, RateSlot, normalize_limits
-from ._retry import RetryPolicy
+from ._retry import RetryPolicy, _CallRetrying
 from ._token import TokenStore, token_key
 from ._transport import read_body, retry_after, transport_error
 from .api.external_contact import ExternalContactAPI
@@ -453,9 +452,10 @@ class WeComClient:
             life.running.add(task)
         self.stats.calls += 1
         try:
-            async for attempt in self._retrying(path):
-                with attempt:
-                    return await self._authenticated(method, path, params or {}, body)
+            with self._retrying(path) as retrying:
+                async for attempt in retrying:
+                    with attempt:
+                        return await self._authenticated(method, path, params or {}, body)
         except _RefreshFailed as failed:
             error: BaseException = failed.error
         except asyncio.CancelledError:
@@ -467,7 +467,7 @@ class WeComClient:
         # Raised out here, so that the error carries no __context__ of our own making.
         raise error
 
-    def _retrying(self, path: str) -> AsyncRetrying:
+    def _retrying(self, path: str) -> _CallRetrying:
         policy = self._settings.retry
 
         def on_retry(wait: float, error: BaseException, attempt: int) -> None:
@@ -515,11 +515,12 @@ class WeComClient:
         """``GET gettoken``, under the retry policy: one refresh for all who wait on it."""
         path = "gettoken"
         query = {"corpid": self._corp_id, "corpsecret": self._secret}
-        async for attempt in self._retrying(path):
-            with attempt:
-                async with _Budget(self, path):
-                    self.stats.token_fetches += 1
-                    data = self._decode(await self._exchange("GET", path, query, None), path)
+        with self._retrying(path) as retrying:
+            async for attempt in retrying:
+                with attempt:
+                    async with _Budget(self, path):
+                        self.stats.token_fetches += 1
+                        data = self._decode(await self._exchange("GET", path, query, None), path)
         token = data.get("access_token")
         expires_in = data.get("expires_in", 7200)
         if not isinstance(token, str) or not token:

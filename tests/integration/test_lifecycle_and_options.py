@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import pickle
 import time
@@ -282,3 +283,26 @@ async def test_secrets_echoed_by_the_server_are_masked_everywhere(
     shown += [r.getMessage() for r in caplog.records]
     for text in shown:
         assert token[:20] not in text and SECRET not in text, text
+
+
+async def test_a_call_leaves_no_reference_cycles_behind(server: TinyServer) -> None:
+    # Cyclic garbage is paid for in collector passes over every live object: with
+    # tenacity's controller left in a cycle, B2's CPU per request rose by a quarter.
+    server.route = lambda request: web.json_response(OK)
+    async with WeComClient(CORP_ID, SECRET, base_url=server.base_url) as client:
+        await client.external_contact.list("u")  # warm: token, connection
+        gc.collect()
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        try:
+            for _ in range(20):
+                await client.external_contact.list("u")
+            gc.collect()
+            ours = [
+                type(o).__qualname__
+                for o in gc.garbage
+                if type(o).__module__.startswith(("tenacity", "wecom_async"))
+            ]
+        finally:
+            gc.set_debug(0)
+            gc.garbage.clear()
+    assert ours == []
