@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 
 import attrs
 
+from ..errors import WeComCallbackError
 from ._xml import Element, parse_xml
 
 __all__ = [
@@ -205,7 +206,10 @@ def parse_event(xml: str | bytes) -> CallbackEvent:
     Raises:
         WeComCallbackError: the XML is malformed or unsafe.
     """
-    text = xml.decode("utf-8") if isinstance(xml, bytes) else xml
+    try:
+        text = xml.decode("utf-8") if isinstance(xml, bytes) else xml
+    except UnicodeDecodeError:
+        raise WeComCallbackError("the callback XML is not UTF-8") from None
     root = parse_xml(text)
     fields: dict[str, str] = {}
     for child in root.children:
