@@ -69,7 +69,7 @@ class CallbackReceiver:
             handlers before cancelling them.
 
     Entry points: :meth:`aiohttp_handler` (or :meth:`attach` to an app) and
-    :meth:`asgi` (an ASGI app; ``app.mount("/wecom", receiver.asgi)``). Workers
+    the receiver itself, an ASGI app (``app.mount("/wecom", receiver.asgi)``). Workers
     start with the app (aiohttp's startup, ASGI's lifespan), on :meth:`start`,
     or at the first request; :meth:`aclose` stops them.
     """
@@ -296,8 +296,13 @@ class CallbackReceiver:
 
     # -- ASGI --
 
-    async def asgi(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """An ASGI 3 app: mount it in FastAPI or Starlette, or serve it alone.
+    @property
+    def asgi(self) -> CallbackReceiver:
+        """The receiver as an ASGI app (it is one: see :meth:`__call__`)."""
+        return self
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The ASGI 3 app: mount it in FastAPI or Starlette, or serve it alone.
 
         Served alone it follows the lifespan protocol; mounted, start the workers
         in the host app's lifespan (``await receiver.start()``) or let the first
