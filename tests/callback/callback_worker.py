@@ -15,8 +15,12 @@ import redis.asyncio as aioredis
 from aiohttp import web
 
 from tests.callback.conftest import make_crypto
-from wecom_async.callback import CallbackEvent, CallbackReceiver, ExternalContactEvent
-from wecom_async.callback import RedisStreamQueue
+from wecom_async.callback import (
+    CallbackEvent,
+    CallbackReceiver,
+    ExternalContactEvent,
+    RedisStreamQueue,
+)
 
 
 async def main(args: argparse.Namespace) -> None:

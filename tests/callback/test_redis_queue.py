@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 import sys
 import uuid
-from urllib.parse import urlencode
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
 import redis.asyncio as aioredis
@@ -37,6 +38,15 @@ async def redis() -> AsyncIterator[tuple[aioredis.Redis, str]]:
     if keys:
         await r.delete(*keys)
     await r.aclose()
+
+
+async def eventually(read: Callable[[], Awaitable[int]], want: int, timeout: float = 10) -> None:
+    """Poll Redis (state in another server has no event to wait on) until ``want``."""
+    async with asyncio.timeout(timeout):
+        for _ in itertools.count():
+            if await read() == want:
+                return
+            await asyncio.sleep(0.02)
 
 
 async def pending(queue: RedisStreamQueue, r: aioredis.Redis) -> int:
@@ -72,9 +82,7 @@ async def test_a_failing_handler_leaves_the_event_pending_until_it_succeeds(
         await handler.wait_for(1)
         assert await pending(queue, r) == 1  # failed: still pending, not acknowledged
         await handler.wait_for(3)  # claimed again after claim_idle, twice
-        async with asyncio.timeout(5):
-            while await r.xlen(queue.stream):  # acknowledged and deleted after success
-                await asyncio.sleep(0.05)
+        await eventually(lambda: r.xlen(queue.stream), 0)  # acknowledged, deleted
     assert receiver.stats.failed == 2 and receiver.stats.handled == 1
     assert await pending(queue, r) == 0
 
@@ -146,9 +154,7 @@ async def test_a_poison_event_goes_to_the_dead_stream(redis: tuple[aioredis.Redi
     queue = RedisStreamQueue(r, prefix=prefix, claim_idle=0.1, block=0.05, max_deliveries=3)
     async with CallbackReceiver(make_crypto(), handler, queue=queue, concurrency=1):
         await queue.put("k", change(1))
-        async with asyncio.timeout(10):
-            while not await r.xlen(queue.dead_stream):
-                await asyncio.sleep(0.05)
+        await eventually(lambda: r.xlen(queue.dead_stream), 1)
     assert len(handler.events) == 3
     assert await r.xlen(queue.stream) == 0 and await pending(queue, r) == 0
 
