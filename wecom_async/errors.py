@@ -16,6 +16,7 @@ from typing import Any
 __all__ = [
     "WeComAPIError",
     "WeComBusyError",
+    "WeComCallbackError",
     "WeComClosedError",
     "WeComDecodeError",
     "WeComError",
@@ -24,6 +25,7 @@ __all__ = [
     "WeComPausedError",
     "WeComPermissionError",
     "WeComRateLimitError",
+    "WeComSignatureError",
     "WeComStoreError",
     "WeComTokenError",
     "WeComTransportError",
@@ -208,6 +210,23 @@ _FAMILIES: dict[int, type[WeComAPIError]] = {
 def error_for_errcode(errcode: int, errmsg: str, path: str) -> WeComAPIError:
     """Build the exception for a non-zero errcode, of the family that errcode belongs to."""
     return _FAMILIES.get(errcode, WeComAPIError)(errcode, errmsg, path)
+
+
+class WeComCallbackError(WeComError):
+    """A callback from WeCom could not be verified, decrypted or parsed.
+
+    Raised by :mod:`wecom_async.callback` for a malformed body, a ciphertext that
+    does not decrypt (a wrong EncodingAESKey), a plaintext whose length or receive
+    id does not check out, and XML that is unsafe or broken. The message never
+    contains the callback token or the key.
+    """
+
+
+class WeComSignatureError(WeComCallbackError):
+    """A callback's ``msg_signature`` did not match, or its timestamp was too old.
+
+    The request did not come from WeCom (or was replayed): answer 403, handle nothing.
+    """
 
 
 def _rebuild_transport_error(

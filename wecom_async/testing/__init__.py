@@ -9,7 +9,18 @@ Install the package and pytest gets a ``wecom_fake`` fixture too.
             ids = await client.external_contact.list(fake.corp.userids[0])
 """
 
+from ._callbacks import CallbackPusher, FakeCallbacks, PushAttempt
 from ._data import FakeCorp
 from ._server import WECOM_LIMITS, FakeCall, FakeStats, FakeWeCom, Faults
 
-__all__ = ["WECOM_LIMITS", "FakeCall", "FakeCorp", "FakeStats", "FakeWeCom", "Faults"]
+__all__ = [
+    "WECOM_LIMITS",
+    "CallbackPusher",
+    "FakeCall",
+    "FakeCallbacks",
+    "FakeCorp",
+    "FakeStats",
+    "FakeWeCom",
+    "Faults",
+    "PushAttempt",
+]

@@ -127,6 +127,11 @@ class FakeCorp:
         # One memo per corp: a member's customer list is stepped out once, then reused
         # by every page of externalcontact/list and batch/get_by_user.
         self.customers_of = functools.lru_cache(maxsize=512)(self._customers_of)
+        # Changes made since generation (see "changes" below): empty unless a test
+        # changes the corp, so the generated answers stay exactly as they were.
+        self._deleted: set[int] = set()
+        self._removed: set[tuple[int, int]] = set()
+        self._remarks: dict[tuple[int, int], str] = {}
 
     def __repr__(self) -> str:
         return (
@@ -169,7 +174,7 @@ class FakeCorp:
         if not digits.isdigit():
             return None
         i = int(digits)
-        if i >= self.customers or self.customer_id(i) != external_userid:
+        if i >= self.customers or i in self._deleted or self.customer_id(i) != external_userid:
             return None
         return i
 
@@ -182,9 +187,13 @@ class FakeCorp:
     def followers(self, i: int) -> list[int]:
         """Member indices following customer ``i``, in the order WeCom lists them."""
         if i < self.popular:
-            return list(range(self.members))
-        start = i % self.members
-        return [(start + j) % self.members for j in range(self.follower_count(i))]
+            found = list(range(self.members))
+        else:
+            start = i % self.members
+            found = [(start + j) % self.members for j in range(self.follower_count(i))]
+        if self._removed:
+            found = [m for m in found if (i, m) not in self._removed]
+        return found
 
     def _customers_of(self, m: int) -> tuple[int, ...]:
         found = set(range(self.popular))
@@ -194,6 +203,8 @@ class FakeCorp:
             for i in range(first, self.customers, self.members):
                 if i >= self.popular and self.follower_count(i) > j:
                     found.add(i)
+        if self._deleted or self._removed:
+            found = {i for i in found if i not in self._deleted and (i, m) not in self._removed}
         return tuple(sorted(found))
 
     def _name(self, rng: random.Random) -> str:
@@ -257,6 +268,8 @@ class FakeCorp:
             "description": rng.choice(_DESCRIPTIONS),
             "createtime": 1_500_000_000 + rng.randrange(250_000_000),
         }
+        if self._remarks and (i, m) in self._remarks:
+            out["remark"] = self._remarks[(i, m)]
         if self.customer_type(i) == 1 and rng.random() < 0.5:
             out["remark_corp_name"] = rng.choice(_COMPANIES)[0]
         out["remark_mobiles"] = [f"13{rng.randrange(10**9):09d}" for _ in range(rng.randrange(3))]
@@ -302,6 +315,29 @@ class FakeCorp:
         out, rng = self._relationship(i, m)
         out["tag_id"] = [t["tag_id"] for t in self._tags(rng) if "tag_id" in t]
         return out
+
+    # -- changes, for callbacks (wecom_async.testing._callbacks pushes the events) --
+
+    def add_customer(self) -> int:
+        """A new customer at the next index, followed as its index decides."""
+        i = self.customers
+        self.customers += 1
+        self.customers_of.cache_clear()
+        return i
+
+    def delete_customer(self, i: int) -> None:
+        """Customer ``i`` is gone for every member."""
+        self._deleted.add(i)
+        self.customers_of.cache_clear()
+
+    def remove_follower(self, i: int, m: int) -> None:
+        """Member ``m`` no longer follows customer ``i``."""
+        self._removed.add((i, m))
+        self.customers_of.cache_clear()
+
+    def edit_remark(self, i: int, m: int, remark: str) -> None:
+        """Member ``m``'s remark on customer ``i`` is now ``remark``."""
+        self._remarks[(i, m)] = remark
 
     # -- kf customers --
 

@@ -22,6 +22,7 @@ from typing import Any
 import attrs
 from aiohttp import web
 
+from ._callbacks import CallbackControls, FakeCallbacks
 from ._data import FakeCorp, _mix
 
 __all__ = ["FakeCall", "FakeStats", "FakeWeCom", "Faults"]
@@ -177,7 +178,7 @@ def _int_field(value: object) -> int:
     return value
 
 
-class FakeWeCom:
+class FakeWeCom(CallbackControls):
     """A WeCom server for tests, demos and benchmarks, on 127.0.0.1.
 
     Use it as ``async with FakeWeCom(customers=5000, seed=1) as fake:``; then point a
@@ -202,6 +203,9 @@ class FakeWeCom:
         log_limit: how many calls the log keeps (the counters keep counting).
         content_type: the Content-Type of JSON answers; WeCom's have been seen as
             ``text/plain``, which a client must decode all the same.
+        callbacks: where to push ``change_external_contact`` events when the corp
+            changes (``add_customer``, ``edit_remark``, ``remove_follower``,
+            ``delete_customer``; see ``testing/_callbacks.py``).
     """
 
     def __init__(
@@ -226,6 +230,7 @@ class FakeWeCom:
         port: int = 0,
         log_limit: int = 200_000,
         content_type: str = "application/json",
+        callbacks: FakeCallbacks | None = None,
     ) -> None:
         if page_size < 1:
             raise ValueError("page_size must be >= 1")
@@ -273,6 +278,7 @@ class FakeWeCom:
             "externalcontact/batch/get_by_user": ("POST", self._batch_get_by_user),
             "kf/customer/batchget": ("POST", self._kf_batchget),
         }
+        self._init_callbacks(callbacks)  # callbacks: testing/_callbacks.py
 
     def __repr__(self) -> str:
         where = self.base_url or "not started"
@@ -312,6 +318,7 @@ class FakeWeCom:
         return self
 
     async def aclose(self) -> None:
+        await self._close_callbacks()
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
@@ -564,6 +571,8 @@ class FakeWeCom:
         if i is None:
             raise _Reject(40096, "invalid external userid")
         followers = corp.followers(i)
+        if not followers:  # every member's relationship ended (a callbacks change)
+            raise _Reject(84061, "not external contact")
         offset = 0
         cursor = request.query.get("cursor")
         if cursor:
