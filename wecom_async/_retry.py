@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import random
 from collections.abc import Awaitable, Callable
@@ -78,6 +79,7 @@ class RetryPolicy:
         default=random.random, kw_only=True, eq=False, repr=False
     )
     _tenacity: dict[str, Any] = attrs.field(init=False, eq=False, repr=False)
+    _idle: list[_CallRetrying] = attrs.field(init=False, eq=False, repr=False)
 
     def is_retryable(self, exc: BaseException) -> bool:
         """Whether a call that raised ``exc`` should be tried again."""
@@ -108,14 +110,18 @@ class RetryPolicy:
     def retrying(self, on_retry: OnRetry) -> _CallRetrying:
         """A tenacity controller for one logical call: the one retry loop.
 
-        ``on_retry(wait, error, attempt)`` runs before each wait, to count and log
-        it (``attempt`` is the number of the try that failed).
+        Use it as ``with policy.retrying(on_retry) as retrying: async for attempt
+        in retrying: ...``. ``on_retry(wait, error, attempt)`` runs before each
+        wait, to count and log it (``attempt`` is the number of the try that failed).
         """
-        return _CallRetrying(on_retry, **self._tenacity)
+        idle = self._idle
+        controller = idle.pop() if idle else _CallRetrying(self._idle, **self._tenacity)
+        controller.on_retry = on_retry
+        return controller
 
     def __attrs_post_init__(self) -> None:
         # What tenacity needs, built once per policy: a call then pays only for its
-        # own controller.
+        # own iterations.
         def wait(state: RetryCallState) -> float:
             exc = state.outcome.exception() if state.outcome else None
             return self.delay(state.attempt_number, exc)
@@ -138,29 +144,58 @@ class RetryPolicy:
             "reraise": True,
         }
         object.__setattr__(self, "_tenacity", parts)
+        object.__setattr__(self, "_idle", [])
 
 
 OnRetry = Callable[[float, BaseException, int], None]
 
+#: Idle controllers a policy keeps for reuse (more are made under load, then dropped).
+_MAX_IDLE = 64
+
+
+def _nothing(wait: float, error: BaseException, attempt: int) -> None:
+    pass
+
 
 class _CallRetrying(AsyncRetrying):
-    """tenacity's controller for one call, carrying who to tell before each wait.
+    """tenacity's controller for one call at a time, reused by its policy's later calls.
 
-    Use it as ``with policy.retrying(...) as retrying: async for attempt in
-    retrying:``. Leaving the ``with`` breaks the reference cycles tenacity's
-    controller keeps (to its call state, and through the actions of its last
-    step): unbroken, every call left about thirty objects to the cycle collector,
-    whose passes then cost more than tenacity itself.
+    Making a controller (and the thread-local state tenacity gives each) cost about
+    as much as running it, so a policy keeps idle ones: ``retrying()`` takes one,
+    and leaving the ``with`` resets it and puts it back. The reset also breaks the
+    reference cycles a controller keeps to its call's state; left in place, they
+    handed some thirty objects per call to the cycle collector, whose passes then
+    cost more than tenacity itself.
     """
 
-    def __init__(self, on_retry: OnRetry, **kwargs: Any) -> None:
+    def __init__(self, idle: list[_CallRetrying], **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.on_retry = on_retry
+        self._idle = idle
+        self.on_retry: OnRetry = _nothing
+
+    def _add_action_func(self, fn: Callable[..., Any]) -> None:
+        # tenacity wraps each plain function step in a coroutine after asking
+        # inspect, twice, whether it is one already; the code flags say so cheaper.
+        code = getattr(fn, "__code__", None)
+        if code is not None and not code.co_flags & inspect.CO_COROUTINE:
+            self.iter_state.actions.append(_as_step(fn))
+        else:
+            super()._add_action_func(fn)
 
     def __enter__(self) -> _CallRetrying:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.iter_state.reset()
-        # Set by AsyncRetrying.__aiter__; it refers back to this controller.
+        # Set by AsyncRetrying.__aiter__, it refers back to this controller.
         self._retry_state = None  # type: ignore[assignment]
+        self.on_retry = _nothing
+        if len(self._idle) < _MAX_IDLE:
+            self._idle.append(self)
+
+
+def _as_step(fn: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
+    async def step(*args: Any, **kwargs: Any) -> Any:
+        return fn(*args, **kwargs)
+
+    return step
