@@ -180,7 +180,6 @@ class _Budget:
             except BaseException:
                 self._probe_back(answered=False)
                 raise
-        client.stats.requests += 1
 
     async def __aexit__(
         self,
@@ -547,6 +546,7 @@ class WeComClient:
         timeout = self._settings.timeout
         failure: BaseException | None = None
         started = time.monotonic()
+        self.stats.requests += 1
         try:
             async with pool.session().request(
                 method,

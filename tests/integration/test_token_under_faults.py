@@ -50,6 +50,7 @@ async def test_a_refresh_that_fails_after_its_retries_is_not_retried_by_each_cal
     assert all(type(r).__name__ == "WeComBusyError" for r in results)
     assert server.gettoken_calls == 3
     assert server.hits == 0
+    assert client.stats.requests == 3  # counted where sent: the data calls never left
 
 
 async def test_short_lived_clients_on_one_pool_share_one_token(server: TinyServer) -> None:
