@@ -22,6 +22,7 @@ import copy
 import json
 import logging
 import math
+import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
@@ -73,6 +74,10 @@ _FLUSH_TIMEOUT: Final = 5.0
 
 #: 41001 means no token was sent at all: a bug, not something a refresh fixes.
 _TOKEN_MISSING: Final = 41001
+
+#: Python 3.11+ counts a task's pending cancellations (Task.uncancel).
+_COUNTS_CANCELS: Final = sys.version_info >= (3, 11)
+_CLOSING: Final = "wecom_async: the client was closed"
 
 #: The longest token life believed (WeCom says 7200 s); more is a broken answer.
 _MAX_EXPIRES_IN: Final = 366 * 24 * 3600
@@ -129,16 +134,21 @@ class _Lifetime:
         for task in self.running:
             if task is not asyncio.current_task():
                 self.interrupted.add(task)
-                task.cancel()
+                if _COUNTS_CANCELS:
+                    task.cancel()
+                else:
+                    task.cancel(_CLOSING)
 
-    def was_interrupted(self, task: asyncio.Task[Any] | None) -> bool:
-        """Whether a CancelledError in ``task`` came from aclose() alone."""
+    def was_interrupted(self, task: asyncio.Task[Any] | None, exc: BaseException) -> bool:
+        """Whether ``exc``, a CancelledError in ``task``, came from aclose() alone."""
         if task is None or task not in self.interrupted:
             return False
         self.interrupted.discard(task)
-        uncancel = getattr(task, "uncancel", None)  # Python 3.11+
-        # Another cancellation pending too (the caller's own): that one wins.
-        return uncancel is None or uncancel() == 0
+        # A cancellation of the caller's own, pending too, wins over the close.
+        if _COUNTS_CANCELS:
+            return int(task.uncancel()) == 0  # type: ignore[attr-defined]  # 3.11+
+        # Python 3.10 does not count cancellations: the first one delivered names itself.
+        return exc.args == (_CLOSING,)
 
 
 def _secret_forms(values: Iterable[str]) -> list[str]:
@@ -457,8 +467,8 @@ class WeComClient:
                         return await self._authenticated(method, path, params or {}, body)
         except _RefreshFailed as failed:
             error: BaseException = failed.error
-        except asyncio.CancelledError:
-            if not life.was_interrupted(task):
+        except asyncio.CancelledError as cancelled:
+            if not life.was_interrupted(task, cancelled):
                 raise
             error = WeComClosedError(f"{self!r} was closed during the call")
         finally:

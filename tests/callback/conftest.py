@@ -42,11 +42,14 @@ async def serve_asgi(receiver: CallbackReceiver) -> AsyncIterator[str]:
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     try:
-        async with asyncio.timeout(10):
+
+        async def started() -> None:
             while not server.started:
                 if task.done():
                     task.result()
                 await asyncio.sleep(0.01)
+
+        await asyncio.wait_for(started(), 10)
         port = server.servers[0].sockets[0].getsockname()[1]
         yield f"http://127.0.0.1:{port}/wecom/callback"
     finally:

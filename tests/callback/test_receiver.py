@@ -71,8 +71,11 @@ class Recorder:
             self.running -= 1
 
     async def wait_for(self, count: int, timeout: float = 10.0) -> None:
-        async with asyncio.timeout(timeout), self.arrived:
-            await self.arrived.wait_for(lambda: len(self.events) >= count)
+        async def arrived() -> None:
+            async with self.arrived:
+                await self.arrived.wait_for(lambda: len(self.events) >= count)
+
+        await asyncio.wait_for(arrived(), timeout)
 
 
 async def test_url_check_answers_the_plain_echostr(serve: Serve) -> None:

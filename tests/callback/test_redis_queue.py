@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 import os
 import signal
 import sys
@@ -42,11 +41,12 @@ async def redis() -> AsyncIterator[tuple[aioredis.Redis, str]]:
 
 async def eventually(read: Callable[[], Awaitable[int]], want: int, timeout: float = 10) -> None:
     """Poll Redis (state in another server has no event to wait on) until ``want``."""
-    async with asyncio.timeout(timeout):
-        for _ in itertools.count():
-            if await read() == want:
-                return
+
+    async def poll() -> None:
+        while await read() != want:  # noqa: ASYNC110 - state in Redis has no event to await
             await asyncio.sleep(0.02)
+
+    await asyncio.wait_for(poll(), timeout)
 
 
 async def pending(queue: RedisStreamQueue, r: aioredis.Redis) -> int:
@@ -98,15 +98,14 @@ async def test_a_worker_killed_with_events_pending_loses_none(
     )  # fmt: skip
     assert proc.stdout is not None
     try:
-        async with asyncio.timeout(20):
-            port = int((await proc.stdout.readline()).split()[1])
+        port = int((await asyncio.wait_for(proc.stdout.readline(), 20)).split()[1])
         url = f"http://127.0.0.1:{port}/cb"
         async with pusher_to(url) as pusher:
             for n in range(3):
                 assert [t.status for t in await pusher.push(change(n))] == [200]
         # The doomed worker runs two handlers (its concurrency) that never finish.
-        async with asyncio.timeout(20):
-            started = {(await proc.stdout.readline()).split()[1].decode() for _ in range(2)}
+        lines = [await asyncio.wait_for(proc.stdout.readline(), 20) for _ in range(2)]
+        started = {line.split()[1].decode() for line in lines}
         assert len(started) == 2
         proc.send_signal(signal.SIGKILL)
         await proc.wait()
