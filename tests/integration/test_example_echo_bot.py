@@ -4,33 +4,21 @@ kf/customer/batchget → kf/send_msg, checked on the fake's record."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 
 from aiohttp import web
 
+from tests.servers import load_example
 from wecom_async.callback import CallbackCrypto
 from wecom_async.cursors import FileCursorStore
 from wecom_async.testing import FakeCallbacks, FakeWeCom
 
-ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "echo-token"
 KEY = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopq"
 
 
-def load_example() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("example_echo", ROOT / "examples" / "echo_bot.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 async def test_the_echo_bot_answers_each_customer_by_nickname(tmp_path: Path) -> None:
-    example = load_example()
+    example = load_example("echo_bot.py")
     async with FakeWeCom(customers=10, members=2) as fake, fake.client() as client:
         crypto = CallbackCrypto(TOKEN, KEY, fake.corp_id)
         app, pump, receiver = example.build_app(client, crypto, store=FileCursorStore(tmp_path))
