@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
+import sys
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import attrs
@@ -89,3 +93,15 @@ async def hang_up(request: web.Request) -> web.StreamResponse:
     request.transport.close()
     await asyncio.sleep(0.05)
     return web.Response()  # never reaches the client
+
+
+def load_example(filename: str) -> ModuleType:
+    """Import ``examples/<filename>`` (examples are scripts, not a package)."""
+    path = Path(__file__).resolve().parents[1] / "examples" / filename
+    name = "example_" + path.stem
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module

@@ -49,6 +49,16 @@ def _structure_int(value: object, _: type) -> int:
     raise ValueError(f"expected an integer, got {_describe(value)}")
 
 
+def _structure_bool(value: object, _: type) -> bool:
+    # Without its own hook a bool field would take the int hook, which refuses
+    # JSON's true/false (kf/account/list answers manage_privilege as a bool).
+    if type(value) is bool:
+        return value
+    if value in (0, 1) and type(value) is int:
+        return bool(value)
+    raise ValueError(f"expected a boolean, got {_describe(value)}")
+
+
 def _structure_str(value: object, _: type) -> str:
     if type(value) is str:
         return value
@@ -84,6 +94,7 @@ def _make_converter(*, forbid_extra_keys: bool, detailed: bool) -> cattrs.Conver
     conv = cattrs.Converter(forbid_extra_keys=forbid_extra_keys, detailed_validation=detailed)
     conv.register_structure_hook(int, _structure_int)
     conv.register_structure_hook(str, _structure_str)
+    conv.register_structure_hook(bool, _structure_bool)
 
     def tuple_hook_factory(tp: Any) -> Callable[[object, type], tuple[Any, ...]]:
         item_type = typing.get_args(tp)[0]

@@ -107,13 +107,18 @@ async def follow_cursor(
     items_key: str,
     max_pages: int,
     cursor_key: str = "cursor",
+    more: Callable[[Mapping[str, Any]], bool] | None = None,
+    max_empty_pages: int = MAX_EMPTY_PAGES,
 ) -> AsyncIterator[dict[str, Any]]:
     """Yield each page of a cursor-paged endpoint, following ``next_cursor`` to the end.
 
-    A pager that does not end is stopped with :class:`WeComDecodeError`: one that
-    repeats a cursor, hands out more than ``max_pages`` pages, or hands out
-    :data:`MAX_EMPTY_PAGES` pages in a row with nothing in ``items_key`` yet a
-    cursor to go on. Memory stays bounded with the page count.
+    The end is an empty ``next_cursor``, or, when ``more`` is given, a page for
+    which ``more(page)`` is false (``kf/sync_msg`` always hands out a cursor and
+    says ``has_more``). A pager that does not end is stopped with
+    :class:`WeComDecodeError`: one that repeats a cursor, hands out more than
+    ``max_pages`` pages, or hands out ``max_empty_pages`` pages in a row with
+    nothing in ``items_key`` yet a cursor to go on. Memory stays bounded with the
+    page count.
     """
     page = await call(params)
     yield page
@@ -121,6 +126,8 @@ async def follow_cursor(
     pages = 1
     empty_run = 0
     while True:
+        if more is not None and not more(page):
+            return
         cursor = page.get("next_cursor")
         if cursor is None or cursor == "":
             return
@@ -132,7 +139,7 @@ async def follow_cursor(
                 path=path,
             )
         empty_run = 0 if page.get(items_key) else empty_run + 1
-        if empty_run >= MAX_EMPTY_PAGES:
+        if empty_run >= max_empty_pages:
             raise WeComDecodeError(
                 f"{path}: the pager did not end: {empty_run} empty pages in a row, "
                 "each with a next_cursor",

@@ -33,6 +33,7 @@ import aiohttp
 import attrs
 from yarl import URL
 
+from ._call_options import CallOptions, binary_answer
 from ._pause import PAUSING_ERRCODE, PauseGate
 from ._ratelimit import LocalRateLimiter, RateLimit, RateLimiter, RateSlot, normalize_limits
 from ._retry import RetryPolicy, _CallRetrying
@@ -40,6 +41,7 @@ from ._token import TokenStore, token_key
 from ._transport import read_body, retry_after, transport_error
 from .api.external_contact import ExternalContactAPI
 from .api.kf import KfAPI
+from .api.media import MediaAPI
 from .api.school import SchoolAPI
 from .errors import (
     WeComAPIError,
@@ -114,6 +116,8 @@ class _Answer(NamedTuple):
     status: int
     body: bytes
     retry_after: float | None
+    headers: tuple[str, str] = ("", "")
+    """Content-Type and Content-Disposition, read for file answers only."""
 
 
 class _Lifetime:
@@ -168,14 +172,16 @@ class _Budget:
     (corp, API) before the slot is given back, and a probe's outcome is known.
     """
 
-    __slots__ = ("_client", "_gate", "_path", "_probe", "_slot")
+    __slots__ = ("_client", "_extra", "_gate", "_options", "_path", "_probe", "_slot")
 
-    def __init__(self, client: WeComClient, path: str) -> None:
+    def __init__(self, client: WeComClient, path: str, options: CallOptions | None = None) -> None:
         self._client = client
         self._path = path
+        self._options = options
         self._gate: PauseGate | None = None
         self._probe = False
         self._slot: RateSlot | None = None
+        self._extra: RateSlot | None = None
 
     async def __aenter__(self) -> None:
         client = self._client
@@ -190,6 +196,19 @@ class _Budget:
             except BaseException:
                 self._probe_back(answered=False)
                 raise
+        extra = self._options.extra_budget if self._options is not None else None
+        if extra is not None:
+            try:
+                self._extra = await client._limiter.acquire(client._corp_id, *extra)
+            except BaseException:
+                self._release()
+                self._probe_back(answered=False)
+                raise
+
+    def _release(self) -> None:
+        for slot in (self._slot, self._extra):
+            if slot is not None:
+                slot.release()
 
     async def __aexit__(
         self,
@@ -212,8 +231,7 @@ class _Budget:
                     seconds,
                 )
         finally:
-            if self._slot is not None:
-                self._slot.release()
+            self._release()
             answered = exc is None or isinstance(exc, (WeComAPIError, WeComDecodeError))
             self._probe_back(answered=answered)
 
@@ -314,6 +332,8 @@ class WeComClient:
         self._make_namespaces()
 
     def _make_namespaces(self) -> None:
+        self.media = MediaAPI(self)
+        """Temporary media (``media/*``): upload and download files."""
         self.external_contact = ExternalContactAPI(self)
         """Customer contact (``externalcontact/*``)."""
         self.school = SchoolAPI(self)
@@ -450,8 +470,13 @@ class WeComClient:
         path: str,
         params: Mapping[str, Any] | None = None,
         body: Any = None,
+        options: CallOptions | None = None,
     ) -> dict[str, Any]:
-        """Make one logical call, with retries; returns the answer with errcode 0."""
+        """Make one logical call, with retries; returns the answer with errcode 0.
+
+        ``options`` carries a multipart upload, a file answer, a body cap of its
+        own or a second budget (:class:`~wecom_async._call_options.CallOptions`).
+        """
         life = self._life
         if life.closed:
             raise WeComClosedError(f"{self!r} is closed")
@@ -464,7 +489,7 @@ class WeComClient:
             with self._retrying(path) as retrying:
                 async for attempt in retrying:
                     with attempt:
-                        return await self._authenticated(method, path, params or {}, body)
+                        return await self._authenticated(method, path, params or {}, body, options)
         except _RefreshFailed as failed:
             error: BaseException = failed.error
         except asyncio.CancelledError as cancelled:
@@ -497,12 +522,17 @@ class WeComClient:
     # The authenticate layer ---------------------------------------------
 
     async def _authenticated(
-        self, method: str, path: str, params: Mapping[str, Any], body: Any
+        self,
+        method: str,
+        path: str,
+        params: Mapping[str, Any],
+        body: Any,
+        options: CallOptions | None = None,
     ) -> dict[str, Any]:
         """Send with the access token; on a token errcode, drop it and try once more."""
         last_try = False
         while True:
-            async with _Budget(self, path):
+            async with _Budget(self, path, options):
                 # Taken once the slot is held: a long wait for a slot must not
                 # outlive the token.
                 try:
@@ -511,7 +541,8 @@ class WeComClient:
                     raise _RefreshFailed(exc) from None
                 query = {**params, "access_token": token}
                 try:
-                    return self._decode(await self._exchange(method, path, query, body), path)
+                    answer = await self._exchange(method, path, query, body, options)
+                    return self._decode(answer, path, options)
                 except WeComTokenError as exc:
                     if last_try or exc.errcode == _TOKEN_MISSING:
                         raise
@@ -546,7 +577,12 @@ class WeComClient:
     # The exchange layer -------------------------------------------------
 
     async def _exchange(
-        self, method: str, path: str, query: Mapping[str, Any], body: Any
+        self,
+        method: str,
+        path: str,
+        query: Mapping[str, Any],
+        body: Any,
+        options: CallOptions | None = None,
     ) -> _Answer:
         """One HTTP exchange, under a slot the caller holds: bytes, or a transport error."""
         url = self._urls.get(path)
@@ -557,19 +593,30 @@ class WeComClient:
         failure: BaseException | None = None
         started = time.monotonic()
         self.stats.requests += 1
+        cap = pool.max_body_bytes
+        data: Any = None
+        headers = ("", "")
+        if options is not None:
+            cap = options.max_body or cap
+            if options.upload is not None:
+                data, body = options.upload.form(), None
         try:
             async with pool.session().request(
                 method,
                 url,
                 params=query,
                 json=body,
+                data=data,
                 timeout=timeout,
                 allow_redirects=False,
                 **pool.request_options,
             ) as resp:
                 status = resp.status
-                raw = await read_body(resp, pool.max_body_bytes, path)
+                raw = await read_body(resp, cap, path)
                 wait = retry_after(resp.headers.get("Retry-After")) if status == 429 else None
+                if options is not None and options.binary:
+                    got = resp.headers.get
+                    headers = (got("Content-Type", ""), got("Content-Disposition", ""))
         except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
             # Raised below, outside this block, so that the new error has no
             # __context__: aiohttp's exception may hold the URL, token and all.
@@ -585,11 +632,21 @@ class WeComClient:
                 len(raw),
                 (time.monotonic() - started) * 1000,
             )
-        return _Answer(status, raw, wait)
+        return _Answer(status, raw, wait, headers)
 
     # The decode layer ---------------------------------------------------
 
-    def _decode(self, answer: _Answer, path: str) -> dict[str, Any]:
+    def _decode(
+        self, answer: _Answer, path: str, options: CallOptions | None = None
+    ) -> dict[str, Any]:
+        if options is not None and options.binary:
+            return binary_answer(
+                answer.status,
+                answer.body,
+                answer.headers,
+                path,
+                lambda: decode_answer(answer, path, self._mask),
+            )
         return decode_answer(answer, path, self._mask)
 
     def _mask(self, text: str) -> str:

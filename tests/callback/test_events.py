@@ -194,3 +194,16 @@ def test_external_entities_are_refused(tmp_path: object) -> None:
 def test_malformed_xml(xml: str | bytes) -> None:
     with pytest.raises(WeComCallbackError):
         parse_event(xml)
+
+
+def test_kf_callbacks_in_one_second_are_told_apart_by_their_token() -> None:
+    def kf(token: str) -> str:
+        return (
+            "<xml><ToUserName><![CDATA[ww]]></ToUserName><CreateTime>1700000000</CreateTime>"
+            "<MsgType><![CDATA[event]]></MsgType><Event><![CDATA[kf_msg_or_event]]></Event>"
+            f"<Token><![CDATA[{token}]]></Token><OpenKfId><![CDATA[wkA]]></OpenKfId></xml>"
+        )
+
+    one, two, retry = parse_event(kf("T-one")), parse_event(kf("T-two")), parse_event(kf("T-one"))
+    assert one.dedup_key != two.dedup_key and one.dedup_key == retry.dedup_key
+    assert "T-one" not in one.dedup_key

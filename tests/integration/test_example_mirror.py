@@ -3,36 +3,24 @@ changes, through real callbacks (encrypted, signed, POSTed with WeCom's retries)
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 from aiohttp import web
 
+from tests.servers import load_example
 from wecom_async.callback import CallbackCrypto
 from wecom_async.testing import FakeCallbacks, FakeWeCom
 
-ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "mirror-token"
 KEY = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopq"
 
 
-def load_example() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("example_mirror", ROOT / "examples" / "mirror.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture
 async def world(tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
-    example = load_example()
+    example = load_example("mirror.py")
     async with FakeWeCom(customers=40, members=4, popular=1) as fake, fake.client() as client:
         crypto = CallbackCrypto(TOKEN, KEY, fake.corp_id)
         app, mirror, receiver = example.build_app(client, crypto, tmp_path / "mirror.db")

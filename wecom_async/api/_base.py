@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from .._call_options import CallOptions
 
 
 class Caller(Protocol):
@@ -18,6 +21,7 @@ class Caller(Protocol):
         path: str,
         params: Mapping[str, Any] | None = None,
         body: Any = None,
+        options: CallOptions | None = None,
     ) -> dict[str, Any]: ...
 
 

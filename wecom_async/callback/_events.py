@@ -163,6 +163,18 @@ class KfMsgOrEvent(CallbackEvent):
     token: str = attrs.field(default="", repr=False)
     open_kfid: str = ""
 
+    @property
+    def dedup_key(self) -> str:
+        """As for any event, plus a hash of the token (never the token itself).
+
+        Every ``kf_msg_or_event`` carries a new token and WeCom's retries repeat it,
+        so two callbacks in the same second are two, not one retried (path/94670).
+        """
+        key = super().dedup_key
+        if not self.token:
+            return key
+        return f"{key}:{hashlib.sha256(self.token.encode()).hexdigest()[:16]}"
+
 
 @attrs.frozen(kw_only=True)
 class UnknownEvent(CallbackEvent):

@@ -16,7 +16,17 @@ from .external_contact import (
     FollowUserTag,
     WechatChannels,
 )
-from .kf import EnterSessionContext, KfCustomer, KfCustomerBatch, SessionWechatChannels
+from .kf import (
+    EnterSessionContext,
+    KfAccount,
+    KfCustomer,
+    KfCustomerBatch,
+    KfEvent,
+    KfMessage,
+    KfServiceState,
+    KfSyncPage,
+    SessionWechatChannels,
+)
 from .school import SchoolExternalContact, SchoolExternalContactDetail, SubscriberInfo
 
 __all__ = [
@@ -34,8 +44,13 @@ __all__ = [
     "FollowInfo",
     "FollowUser",
     "FollowUserTag",
+    "KfAccount",
     "KfCustomer",
     "KfCustomerBatch",
+    "KfEvent",
+    "KfMessage",
+    "KfServiceState",
+    "KfSyncPage",
     "SchoolExternalContact",
     "SchoolExternalContactDetail",
     "SessionWechatChannels",

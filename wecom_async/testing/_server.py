@@ -24,6 +24,7 @@ from aiohttp import web
 
 from ._callbacks import CallbackControls, FakeCallbacks
 from ._data import FakeCorp, _mix
+from ._kf import FakeKf
 
 __all__ = ["FakeCall", "FakeStats", "FakeWeCom", "Faults"]
 
@@ -271,13 +272,18 @@ class FakeWeCom(CallbackControls):
         self._seen: dict[int, int] = {}
         self._runner: web.AppRunner | None = None
         self.base_url = ""
-        self._routes: dict[str, tuple[str, Callable[[web.Request], Awaitable[Answer]]]] = {
+        self._routes: dict[
+            str, tuple[str, Callable[[web.Request], Awaitable[Answer | web.StreamResponse]]]
+        ] = {
             "externalcontact/get": ("GET", self._get_contact),
             "externalcontact/list": ("GET", self._list),
             "externalcontact/get_follow_user_list": ("GET", self._follow_user_list),
             "externalcontact/batch/get_by_user": ("POST", self._batch_get_by_user),
             "kf/customer/batchget": ("POST", self._kf_batchget),
         }
+        self.kf = FakeKf(self)
+        """Customer service: accounts, customers who write, sent messages, media."""
+        self._routes.update(self.kf.routes())
         self._init_callbacks(callbacks)  # callbacks: testing/_callbacks.py
 
     def __repr__(self) -> str:
@@ -302,7 +308,8 @@ class FakeWeCom(CallbackControls):
         """Start listening. ``base_url`` is set once this returns."""
         if self._runner is not None:
             return self
-        app = web.Application()
+        # media/upload takes files up to 20 MiB (aiohttp's default cap is 1 MiB).
+        app = web.Application(client_max_size=32 * 1024 * 1024)
         app.router.add_route("*", "/cgi-bin/{path:.+}", self._dispatch)
         # handler_cancellation: a client that times out and hangs up cancels the
         # handler that was holding its answer, so shutdown never waits on it.
@@ -437,7 +444,7 @@ class FakeWeCom(CallbackControls):
         logged = False
         if path != "gettoken" or self.faults.on_gettoken:
             fault = self.faults.pick(fault_draw)
-        answer = self._check_limits(path, now)
+        answer: Answer | web.StreamResponse | None = self._check_limits(path, now)
         if answer is None and fault is not None:
             self.stats.faults += 1
             if fault == "busy":
@@ -460,6 +467,10 @@ class FakeWeCom(CallbackControls):
                 await asyncio.sleep(self.faults.delay)
         if answer is None:
             answer = await self._answer(request, path, body, now)
+        if isinstance(answer, web.StreamResponse):  # a file (media/get)
+            log(0)
+            await self._sleep_latency(latency_draw)
+            return answer
         if not logged:
             errcode = answer.get("errcode")
             log(errcode if isinstance(errcode, int) else None, 200, fault)
@@ -500,7 +511,9 @@ class FakeWeCom(CallbackControls):
             w.accepted.append(now)
         return None
 
-    async def _answer(self, request: web.Request, path: str, body: bytes, now: float) -> Answer:
+    async def _answer(
+        self, request: web.Request, path: str, body: bytes, now: float
+    ) -> Answer | web.StreamResponse:
         try:
             if path == "gettoken":
                 return self._gettoken(request, now)
@@ -514,6 +527,8 @@ class FakeWeCom(CallbackControls):
             answer = await handler(request)
         except _Reject as exc:
             return {"errcode": exc.errcode, "errmsg": exc.errmsg}
+        if isinstance(answer, web.StreamResponse):
+            return answer
         return {"errcode": 0, "errmsg": "ok", **answer}
 
     # -- tokens --
@@ -683,7 +698,11 @@ class FakeWeCom(CallbackControls):
         customers: list[Answer] = []
         invalid: list[str] = []
         for ext_id in ids:
-            record = self.corp.kf_customer(ext_id, bool(flag)) if isinstance(ext_id, str) else None
+            record = None
+            if isinstance(ext_id, str):  # customers who wrote to the fake first
+                record = self.kf.customer(ext_id, bool(flag)) or self.corp.kf_customer(
+                    ext_id, bool(flag)
+                )
             if record is None:
                 invalid.append(ext_id if isinstance(ext_id, str) else str(ext_id))
             else:
