@@ -6,7 +6,7 @@ import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
@@ -19,6 +19,9 @@ from .errors import (
     WeComStoreError,
     WeComTransportError,
 )
+
+if TYPE_CHECKING:
+    from ._observe import CallTrace
 
 __all__ = ["TRANSIENT_ERRCODES", "RetryPolicy"]
 
@@ -156,11 +159,17 @@ class _CallRetrying(AsyncRetrying):
     def __init__(self, on_retry: OnRetry, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.on_retry = on_retry
+        self.trace: CallTrace | None = None
+        """What watches this call (the client's CallTrace), if anyone does."""
+        self.on_exit: Callable[[BaseException | None], None] | None = None
+        """Told how the call ended: None, or the exception leaving the ``with``."""
 
     def __enter__(self) -> _CallRetrying:
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
+    def __exit__(self, *exc_info: Any) -> None:
+        if self.on_exit is not None:
+            self.on_exit(exc_info[1])
         self.iter_state.reset()
         # Set by AsyncRetrying.__aiter__; it refers back to this controller.
         self._retry_state = None  # type: ignore[assignment]
