@@ -73,10 +73,11 @@ def sequence(*answers: Any) -> Any:
 
 
 def every_text_of(spans: list[ReadableSpan]) -> str:
-    return "\n".join(
-        f"{s.name} {dict(s.attributes or {})} {[(e.name, dict(e.attributes or {})) for e in s.events]}"
-        for s in spans
-    )
+    parts = []
+    for s in spans:
+        events = [(e.name, dict(e.attributes or {})) for e in s.events]
+        parts.append(f"{s.name} {dict(s.attributes or {})} {events}")
+    return "\n".join(parts)
 
 
 def tokens_of(server: TinyServer) -> list[str]:
