@@ -242,7 +242,8 @@ def token_refreshed(
         )
     else:
         outcome = "error"
-        logger.warning(
+        # INFO, like a retry: the error reaches every caller waiting on the refresh.
+        logger.info(
             "token refresh for corp %s (%s) failed after %.2fs: %s: %s",
             corp_id,
             path,
