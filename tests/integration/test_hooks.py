@@ -22,6 +22,7 @@ from wecom_async import (
     WeComPermissionError,
 )
 from wecom_async.hooks import (
+    HOOK_NAMES,
     AttemptEnded,
     CallEnded,
     CallStarted,
@@ -37,35 +38,16 @@ OK = {"errcode": 0, "external_userid": ["wm1"]}
 FAST = RetryPolicy(max_attempts=5, backoff_base=0.001, backoff_max=0.01)
 
 
-class Recorder(Hooks):
-    """Keeps every event, in order."""
+class Recorder:
+    """Keeps every event, in order: each hook method appends its event."""
 
     def __init__(self) -> None:
         self.events: list[Any] = []
 
-    def on_call_start(self, event: CallStarted) -> None:
-        self.events.append(event)
-
-    def on_call_end(self, event: CallEnded) -> None:
-        self.events.append(event)
-
-    def on_attempt(self, event: AttemptEnded) -> None:
-        self.events.append(event)
-
-    def on_retry(self, event: RetryScheduled) -> None:
-        self.events.append(event)
-
-    def on_rate_limit_wait(self, event: RateLimitWaited) -> None:
-        self.events.append(event)
-
-    def on_token_refresh(self, event: TokenRefreshed) -> None:
-        self.events.append(event)
-
-    def on_pause_start(self, event: PauseStarted) -> None:
-        self.events.append(event)
-
-    def on_pause_end(self, event: PauseEnded) -> None:
-        self.events.append(event)
+    def __getattr__(self, name: str) -> Any:
+        if name in HOOK_NAMES:
+            return self.events.append
+        raise AttributeError(name)
 
     def of(self, kind: type[Any], path: str | None = None) -> list[Any]:
         return [
