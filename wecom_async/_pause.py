@@ -33,10 +33,11 @@ _MAX_SPREAD: Final = 2.0
 class PauseGate:
     """The pause state of one (corp, API path), shared by every caller on a pool."""
 
-    __slots__ = ("_changed", "_jitter", "_needs_probe", "_probe_out", "_until")
+    __slots__ = ("_changed", "_jitter", "_needs_probe", "_probe_out", "_since", "_until")
 
     def __init__(self, jitter: Callable[[], float] = random.random) -> None:
         self._until = 0.0  # loop time when the current pause ends
+        self._since = 0.0  # loop time when the current pause began
         self._needs_probe = False  # a pause ended and nobody has got through since
         self._probe_out = False  # a probe is in flight
         self._changed: asyncio.Event | None = None
@@ -47,12 +48,24 @@ class PauseGate:
         """No pause, no probe: a caller may go straight through."""
         return not self._needs_probe and not self._probe_out
 
-    def pause(self, seconds: float) -> None:
-        """A request met 45009: nobody goes for ``seconds``, then one probe first."""
+    @property
+    def paused_since(self) -> float:
+        """Loop time of the 45009 that began the current (or last) pause."""
+        return self._since
+
+    def pause(self, seconds: float) -> bool:
+        """A request met 45009: nobody goes for ``seconds``, then one probe first.
+
+        Returns whether the gate was already paused (the pause is renewed).
+        """
         loop = asyncio.get_running_loop()
+        renewed = not self.is_open
+        if not renewed:
+            self._since = loop.time()
         self._until = max(self._until, loop.time() + seconds)
         self._needs_probe = True
         self._notify()
+        return renewed
 
     async def enter(self, max_wait: float, path: str) -> bool:
         """Wait until this caller may send; return whether it goes as the probe.

@@ -7,7 +7,7 @@ import inspect
 import logging
 import random
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
@@ -20,6 +20,9 @@ from .errors import (
     WeComStoreError,
     WeComTransportError,
 )
+
+if TYPE_CHECKING:
+    from ._observe import CallTrace
 
 __all__ = ["TRANSIENT_ERRCODES", "RetryPolicy"]
 
@@ -172,6 +175,10 @@ class _CallRetrying(AsyncRetrying):
         super().__init__(**kwargs)
         self._idle = idle
         self.on_retry: OnRetry = _nothing
+        self.trace: CallTrace | None = None
+        """What watches this call (the client's CallTrace), if anyone does."""
+        self.on_exit: Callable[[BaseException | None], None] | None = None
+        """Told how the call ended: None, or the exception leaving the ``with``."""
 
     def _add_action_func(self, fn: Callable[..., Any]) -> None:
         # tenacity wraps each plain function step in a coroutine after asking
@@ -185,11 +192,14 @@ class _CallRetrying(AsyncRetrying):
     def __enter__(self) -> _CallRetrying:
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
+    def __exit__(self, *exc_info: Any) -> None:
+        if self.on_exit is not None:
+            self.on_exit(exc_info[1])
         self.iter_state.reset()
         # Set by AsyncRetrying.__aiter__, it refers back to this controller.
         self._retry_state = None  # type: ignore[assignment]
         self.on_retry = _nothing
+        self.trace = self.on_exit = None
         if len(self._idle) < _MAX_IDLE:
             self._idle.append(self)
 

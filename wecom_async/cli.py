@@ -12,17 +12,18 @@ import argparse
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import signal
 import sqlite3
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
+from . import __version__
 from ._converter import LENIENT
-from .client import DEFAULT_BASE_URL, WeComClient
+from .client import DEFAULT_BASE_URL, ClientStats, WeComClient
 from .errors import WeComError, WeComInputError, WeComPermissionError
 from .sync import SyncProgress, SyncReport, sync_customers
 
@@ -48,6 +49,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Sync and query WeCom customers. Credentials come from the "
         "WECOM_CORP_ID and WECOM_CORP_SECRET environment variables.",
     )
+    parser.add_argument("--version", action="version", version=f"wecom-async {__version__}")
+    _verbose_arg(parser, default=0)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def with_base_url(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -56,6 +59,8 @@ def _parser() -> argparse.ArgumentParser:
             default=os.environ.get("WECOM_BASE_URL", DEFAULT_BASE_URL),
             help="WeCom API root (default: the real WeCom, or $WECOM_BASE_URL)",
         )
+        _timeout_arg(p)
+        _verbose_arg(p)
         return p
 
     p = with_base_url(sub.add_parser("sync", help="export every customer to JSON Lines"))
@@ -112,6 +117,7 @@ def _parser() -> argparse.ArgumentParser:
         default=0.0,
         help="share of requests given an injected fault",
     )
+    _verbose_arg(p)
 
     p = sub.add_parser(
         "demo",
@@ -130,7 +136,41 @@ def _parser() -> argparse.ArgumentParser:
         help="the per-API limit, scaled down from 10,000/min so that it binds (20/s)",
     )
     p.add_argument("--out", help="where to write the JSON Lines (default: a temporary file)")
+    _timeout_arg(p)
+    _verbose_arg(p)
     return parser
+
+
+def _verbose_arg(p: argparse.ArgumentParser, default: Any = argparse.SUPPRESS) -> None:
+    # Accepted before and after the command; a subcommand's SUPPRESS default keeps
+    # the count given before it.
+    p.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=default,
+        help="log more on stderr: -v retries, pauses and refreshes; -vv every request",
+    )
+
+
+def _timeout_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--timeout",
+        type=_float_in(0.001, 3600),
+        default=10.0,
+        help="seconds one HTTP attempt may take, connecting included (10)",
+    )
+
+
+def _configure_logging(verbosity: int) -> None:
+    """The package's log lines on stderr: warnings, then INFO with -v, DEBUG with -vv."""
+    level = (logging.WARNING, logging.INFO)[verbosity] if verbosity < 2 else logging.DEBUG
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    package_logger = logging.getLogger("wecom_async")
+    package_logger.handlers[:] = [handler]
+    package_logger.setLevel(level)
+    package_logger.propagate = False
 
 
 def _number_in(kind: Callable[[str], T], low: T, high: T) -> Callable[[str], T]:
@@ -181,7 +221,7 @@ def _credentials() -> tuple[str, str]:
 
 def _client(args: argparse.Namespace) -> WeComClient:
     corp_id, secret = _credentials()
-    return WeComClient(corp_id, secret, base_url=args.base_url)
+    return WeComClient(corp_id, secret, base_url=args.base_url, timeout=args.timeout)
 
 
 def _print_json(value: Any) -> None:
@@ -204,13 +244,17 @@ def _wire(value: Any) -> Any:
 
 
 class _Progress:
-    """Sync progress on stderr: a rich bar on a terminal, sparse lines otherwise."""
+    """Sync progress on stderr: a rich bar on a terminal, otherwise one line per phase.
+
+    Without a terminal (a log file, a CI job) each phase gets one line, printed when
+    it ends with its figures: nothing is printed before anything happened.
+    """
 
     def __init__(self, *, quiet: bool = False, force_bar: bool = False) -> None:
         self._quiet = quiet
         self._bar: Any = None
         self._task: Any = None
-        self._last_line = 0.0
+        self._last: SyncProgress | None = None
         if quiet or not (force_bar or sys.stderr.isatty()):
             return
         try:
@@ -243,6 +287,19 @@ class _Progress:
     def __exit__(self, *exc: object) -> None:
         if self._bar is not None:
             self._bar.stop()
+        elif self._last is not None and self._last.phase != "done":
+            self._line(self._last, None)  # interrupted or failed: where it stopped
+
+    @staticmethod
+    def _line(p: SyncProgress, following: SyncProgress | None) -> None:
+        if p.phase == "members":  # its count is known when the next phase starts
+            text = "not finished" if following is None else f"{following.members_total}"
+            text += " members to fetch"
+        elif p.phase == "fetch":
+            text = f"{p.members_done}/{p.members_total} members, {p.pairs} pairs"
+        else:
+            text = f"{p.customers_written} customers written"
+        print(f"{p.phase}: {text}", file=sys.stderr, flush=True)
 
     def __call__(self, p: SyncProgress) -> None:
         if self._quiet:
@@ -260,14 +317,9 @@ class _Progress:
                 detail=detail,
             )
             return
-        now = time.monotonic()
-        if p.phase in ("done", "members") or now - self._last_line >= 2.0:
-            self._last_line = now
-            print(
-                f"{p.phase}: {p.members_done}/{p.members_total} members, {p.pairs} pairs, "
-                f"{p.customers_written} customers written",
-                file=sys.stderr,
-            )
+        last, self._last = self._last, p
+        if last is not None and last.phase != p.phase:
+            self._line(last, p)
 
 
 # -- commands ---------------------------------------------------------------
@@ -286,15 +338,16 @@ async def _sync(args: argparse.Namespace) -> int:
                 members_per_call=args.members_per_call,
                 progress=progress,
             )
-    _print_report(report, file=sys.stderr)
+    _print_report(report, client.stats, file=sys.stderr)
     return 0
 
 
-def _print_report(report: SyncReport, *, file: Any) -> None:
+def _print_report(report: SyncReport, stats: ClientStats, *, file: Any) -> None:
     print(
         f"wrote {report.customers} customers from {report.members} members to {report.out} "
         f"in {report.elapsed:.1f}s"
-        + (f" (resumed after {report.resumed_members} members)" if report.resumed_members else ""),
+        + (f" (resumed after {report.resumed_members} members)" if report.resumed_members else "")
+        + f": {stats.requests} requests, {stats.retries} retries, {stats.rate_limited} 45009s",
         file=file,
     )
     if report.unlicensed_userids:
@@ -369,7 +422,10 @@ async def _demo(args: argparse.Namespace) -> int:
             out = os.path.join(
                 stack.enter_context(tempfile.TemporaryDirectory()), "customers.jsonl"
             )
-        async with fake, fake.client(rate_limit=RateLimit(rate, 1.0)) as client:
+        async with (
+            fake,
+            fake.client(rate_limit=RateLimit(rate, 1.0), timeout=args.timeout) as client,
+        ):
             print(
                 f"fake WeCom at {fake.base_url}: {args.customers} customers, {args.members} "
                 f"members, {args.latency_ms:.0f} ms latency, {rate} calls/s per API",
@@ -378,7 +434,7 @@ async def _demo(args: argparse.Namespace) -> int:
             with _Progress(force_bar=True) as progress:
                 report = await sync_customers(client, out, progress=progress)
         batch_calls = len(fake.calls_to("externalcontact/batch/get_by_user"))
-        _print_report(report, file=sys.stderr)
+        _print_report(report, client.stats, file=sys.stderr)
         rows = [
             ("customers", f"{report.customers:,}"),
             ("requests", f"{client.stats.requests:,}"),
@@ -439,6 +495,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
+    _configure_logging(args.verbose)
     command = _COMMANDS[(args.command, getattr(args, "action", None))]
     name = " ".join(filter(None, (args.command, getattr(args, "action", None))))
     try:

@@ -34,6 +34,15 @@ import attrs
 from yarl import URL
 
 from ._call_options import CallOptions, binary_answer
+from ._observe import (
+    MASK,
+    CallTrace,
+    log_fields,
+    pause_ended,
+    pause_started,
+    rate_waited,
+    token_refreshed,
+)
 from ._pause import PAUSING_ERRCODE, PauseGate
 from ._ratelimit import LocalRateLimiter, RateLimit, RateLimiter, RateSlot, normalize_limits
 from ._retry import RetryPolicy, _CallRetrying
@@ -54,6 +63,7 @@ from .errors import (
     WeComTransportError,
     error_for_errcode,
 )
+from .hooks import dispatch_for, hook_objects
 from .pool import SessionPool
 
 __all__ = ["DEFAULT_BASE_URL", "DEFAULT_MAX_PAGES", "ClientStats", "WeComClient"]
@@ -64,10 +74,6 @@ DEFAULT_BASE_URL: Final = "https://qyapi.weixin.qq.com/cgi-bin/"
 
 #: Cursor pages one paged call may follow before the pager is judged endless.
 DEFAULT_MAX_PAGES: Final = 1000
-
-#: Query parameters whose values are secrets, masked wherever a URL is shown.
-_SECRET_PARAMS: Final = ("access_token", "corpsecret")
-_MASK: Final = "***"
 
 _NOT_JSON: Final = object()
 
@@ -192,7 +198,13 @@ class _Budget:
         limits = client._limits
         if limits:
             try:
-                self._slot = await client._limiter.acquire(client._corp_id, self._path, limits)
+                if client._hooks is None:
+                    self._slot = await client._limiter.acquire(client._corp_id, self._path, limits)
+                else:
+                    started = time.monotonic()
+                    self._slot = await client._limiter.acquire(client._corp_id, self._path, limits)
+                    waited = time.monotonic() - started
+                    rate_waited(client._hooks, client._corp_id, self._path, waited)
             except BaseException:
                 self._probe_back(answered=False)
                 raise
@@ -223,22 +235,22 @@ class _Budget:
                 # WeCom blocks the API for everyone who shares the corp's budget
                 # (other apps included): pause it for every caller on this pool.
                 seconds = client._settings.retry.backoff_max
-                client._pool.pauses.gate(client._corp_id, self._path).pause(seconds)
-                logger.warning(
-                    "%s for corp %s answered 45009: pausing it for %.1fs",
-                    self._path,
-                    client._corp_id,
-                    seconds,
-                )
+                renewed = client._pool.pauses.gate(client._corp_id, self._path).pause(seconds)
+                pause_started(client._hooks, client._corp_id, self._path, seconds, renewed)
         finally:
             self._release()
             answered = exc is None or isinstance(exc, (WeComAPIError, WeComDecodeError))
             self._probe_back(answered=answered)
 
     def _probe_back(self, *, answered: bool) -> None:
-        if self._probe and self._gate is not None:
+        gate = self._gate
+        if self._probe and gate is not None:
             self._probe = False
-            self._gate.probe_done(answered)
+            gate.probe_done(answered)
+            if gate.is_open:  # this probe's answer ended the pause
+                paused_for = asyncio.get_running_loop().time() - gate.paused_since
+                client = self._client
+                pause_ended(client._hooks, client._corp_id, self._path, paused_for)
 
 
 class _RefreshFailed(Exception):
@@ -285,6 +297,9 @@ class WeComClient:
             budget between processes. ``rate_limit`` still sets the numbers.
         max_pages: the most ``next_cursor`` pages one paged call follows; a server
             that pages on past it raises :class:`WeComDecodeError`.
+        hooks: an object (or a list of them) told what the client does: each
+            HTTP attempt, retry, rate-limit wait, token refresh and 45009 pause (see
+            :mod:`wecom_async.hooks`). The pool's hooks are told too.
     """
 
     def __init__(
@@ -300,6 +315,7 @@ class WeComClient:
         timeout: float = 10.0,
         rate_limiter: RateLimiter | None = None,
         max_pages: int = DEFAULT_MAX_PAGES,
+        hooks: object = None,
     ) -> None:
         if not isinstance(corp_id, str) or not corp_id.strip():
             raise WeComInputError("corp_id must be a non-empty string")
@@ -315,6 +331,7 @@ class WeComClient:
         self._settings = _settings(timeout, policy, max_pages)
         self._owns_pool = pool is None
         self._pool = pool if pool is not None else SessionPool()
+        self._hooks = dispatch_for((*self._pool.hooks, *hook_objects(hooks)))
         self._limiter: RateLimiter = (
             rate_limiter if rate_limiter is not None else self._pool.rate_limiter
         )
@@ -486,10 +503,12 @@ class WeComClient:
             life.running.add(task)
         self.stats.calls += 1
         try:
-            with self._retrying(path) as retrying:
+            with self._retrying(path, method) as retrying:
                 async for attempt in retrying:
                     with attempt:
-                        return await self._authenticated(method, path, params or {}, body, options)
+                        return await self._authenticated(
+                            method, path, params or {}, body, retrying.trace, options
+                        )
         except _RefreshFailed as failed:
             error: BaseException = failed.error
         except asyncio.CancelledError as cancelled:
@@ -501,8 +520,12 @@ class WeComClient:
         # Raised out here, so that the error carries no __context__ of our own making.
         raise error
 
-    def _retrying(self, path: str) -> _CallRetrying:
+    def _retrying(self, path: str, method: str) -> _CallRetrying:
+        """The retry layer's controller for one logical call, traced when anyone listens."""
         policy = self._settings.retry
+        trace = None
+        if self._hooks is not None or logger.isEnabledFor(logging.DEBUG):
+            trace = CallTrace(self._hooks, self._corp_id, path, method)
 
         def on_retry(wait: float, error: BaseException, attempt: int) -> None:
             self.stats.retries += 1
@@ -515,9 +538,19 @@ class WeComClient:
                 wait,
                 type(error).__name__,
                 error,
+                extra=log_fields(self._corp_id, path, getattr(error, "errcode", None)),
             )
+            if trace is not None:
+                trace.retry(wait, error, attempt, policy.max_attempts)
 
-        return policy.retrying(on_retry)
+        retrying = policy.retrying(on_retry)
+        if trace is not None:
+            retrying.trace = trace
+            # A refresh that failed is the call's error, not the carrier's.
+            retrying.on_exit = lambda exc: trace.end(
+                exc.error if isinstance(exc, _RefreshFailed) else exc
+            )
+        return retrying
 
     # The authenticate layer ---------------------------------------------
 
@@ -527,6 +560,7 @@ class WeComClient:
         path: str,
         params: Mapping[str, Any],
         body: Any,
+        trace: CallTrace | None,
         options: CallOptions | None = None,
     ) -> dict[str, Any]:
         """Send with the access token; on a token errcode, drop it and try once more."""
@@ -541,6 +575,8 @@ class WeComClient:
                     raise _RefreshFailed(exc) from None
                 query = {**params, "access_token": token}
                 try:
+                    if trace is not None:
+                        return await trace.attempt(self, method, path, query, body, options)
                     answer = await self._exchange(method, path, query, body, options)
                     return self._decode(answer, path, options)
                 except WeComTokenError as exc:
@@ -553,14 +589,29 @@ class WeComClient:
 
     async def _fetch_token(self) -> tuple[str, float]:
         """``GET gettoken``, under the retry policy: one refresh for all who wait on it."""
+        started = time.monotonic()
+        try:
+            fetched = await self._gettoken()
+        except BaseException as exc:
+            token_refreshed(self._hooks, self._corp_id, started, exc)
+            raise
+        token_refreshed(self._hooks, self._corp_id, started, None)
+        return fetched
+
+    async def _gettoken(self) -> tuple[str, float]:
         path = "gettoken"
         query = {"corpid": self._corp_id, "corpsecret": self._secret}
-        with self._retrying(path) as retrying:
+        with self._retrying(path, "GET") as retrying:
             async for attempt in retrying:
                 with attempt:
                     async with _Budget(self, path):
                         self.stats.token_fetches += 1
-                        data = self._decode(await self._exchange("GET", path, query, None), path)
+                        trace = retrying.trace
+                        if trace is not None:
+                            data = await trace.attempt(self, "GET", path, query, None)
+                        else:
+                            answer = await self._exchange("GET", path, query, None)
+                            data = self._decode(answer, path)
         token = data.get("access_token")
         expires_in = data.get("expires_in", 7200)
         if not isinstance(token, str) or not token:
@@ -591,7 +642,6 @@ class WeComClient:
         pool = self._pool
         timeout = self._settings.timeout
         failure: BaseException | None = None
-        started = time.monotonic()
         self.stats.requests += 1
         cap = pool.max_body_bytes
         data: Any = None
@@ -623,15 +673,6 @@ class WeComClient:
             failure = exc
         if failure is not None:
             raise transport_error(method, path, failure, timeout.total)
-        if logger.isEnabledFor(logging.DEBUG):
-            logger.debug(
-                "%s %s -> HTTP %d, %d bytes in %.1f ms",
-                method,
-                redact_url(url.with_query(query)),
-                status,
-                len(raw),
-                (time.monotonic() - started) * 1000,
-            )
         return _Answer(status, raw, wait, headers)
 
     # The decode layer ---------------------------------------------------
@@ -652,7 +693,7 @@ class WeComClient:
     def _mask(self, text: str) -> str:
         """``text`` with every secret this client knows masked: its secret and its tokens."""
         for form in _secret_forms((self._secret, *self._tokens.recent_values())):
-            text = text.replace(form, _MASK)
+            text = text.replace(form, MASK)
         return text
 
 
@@ -724,11 +765,3 @@ def _check_base_url(base_url: str) -> str:
     if url.query_string or url.fragment:
         raise WeComInputError(f"base_url must not carry a query or fragment, got {base_url!r}")
     return base_url if base_url.endswith("/") else base_url + "/"
-
-
-def redact_url(url: URL) -> str:
-    """The URL as text, with the access token and corp secret masked."""
-    secret = [k for k in _SECRET_PARAMS if k in url.query]
-    if secret:
-        url = url.update_query({k: _MASK for k in secret})
-    return str(url)

@@ -6,6 +6,7 @@ import asyncio
 import json
 import math
 import ssl as ssl_module
+from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
 
@@ -16,6 +17,7 @@ from ._ratelimit import LocalRateLimiter
 from ._token import MemoryTokenStore, TokenManager, TokenStore
 from ._transport import ACCEPT_ENCODING, no_silent_resend
 from .errors import WeComClosedError, WeComInputError, WeComUsageError
+from .hooks import dispatch_for, hook_objects
 
 __all__ = ["SessionPool"]
 
@@ -58,6 +60,12 @@ class SessionPool:
             :class:`ssl.SSLContext` (a private CA, say), or ``False`` to skip them.
         trust_env: take proxy settings from ``HTTP(S)_PROXY``/``NO_PROXY`` and
             ``~/.netrc``, as aiohttp does with ``trust_env=True``.
+        hooks: an object (or a list of them) told what every client on this pool
+            does (see :mod:`wecom_async.hooks`); a client's own ``hooks=`` add to it.
+        trace_configs: :class:`aiohttp.TraceConfig` objects for the session, such as
+            OpenTelemetry's aiohttp instrumentation. Their URLs hold the access
+            token and corp secret: give them a URL filter that removes them, such as
+            :func:`wecom_async.otel.url_filter`.
     """
 
     def __init__(
@@ -71,6 +79,8 @@ class SessionPool:
         proxy: str | None = None,
         ssl: SSLSetting = None,
         trust_env: bool = False,
+        hooks: object = None,
+        trace_configs: Sequence[aiohttp.TraceConfig] = (),
     ) -> None:
         self._limit = _count("limit", limit, minimum=0)
         self._limit_per_host = _count("limit_per_host", limit_per_host, minimum=0)
@@ -85,6 +95,10 @@ class SessionPool:
             )
         if proxy is not None and (not isinstance(proxy, str) or "://" not in proxy):
             raise WeComInputError(f"proxy must be a URL such as 'http://host:3128', got {proxy!r}")
+        self.hooks = hook_objects(hooks)
+        """The hook objects every client on this pool tells."""
+        dispatch_for(self.hooks)  # refuse bad hooks here, not at the first client
+        self._trace_configs = list(trace_configs)
         self._keepalive_timeout = keepalive_timeout
         self._user_agent = user_agent
         self._trust_env = bool(trust_env)
@@ -143,6 +157,7 @@ class SessionPool:
                 auto_decompress=False,
                 middlewares=(no_silent_resend,),
                 trust_env=self._trust_env,
+                trace_configs=self._trace_configs or None,
             )
         return session
 

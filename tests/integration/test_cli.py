@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -117,7 +118,56 @@ def test_sync_writes_every_customer_once(fake: FakeServerProcess, tmp_path: Path
         for line in out.read_text().splitlines()
     ]
     assert sorted(ids) == sorted(CORP.customer_id(i) for i in range(300))
-    assert "wrote 300 customers" in result.stderr
+    # Not a terminal: one line per phase, each once it has its figures, then the
+    # summary with the request figures.
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 4, result.stderr
+    assert lines[0] == "members: 30 members to fetch"
+    assert lines[1].startswith("fetch: 30/30 members, ")
+    assert lines[2] == "export: 300 customers written"
+    assert "0/0" not in result.stderr
+    summary = re.fullmatch(
+        r"wrote 300 customers from 30 members to .* in [\d.]+s: "
+        r"(\d+) requests, (\d+) retries, (\d+) 45009s",
+        lines[3],
+    )
+    assert summary is not None, lines[3]
+    # gettoken, the member list, a member's list of ids and batch pages at least.
+    assert int(summary[1]) >= 3 and (summary[2], summary[3]) == ("0", "0")
+
+
+def test_version_and_verbose_logging(fake: FakeServerProcess) -> None:
+    from wecom_async import __version__
+
+    result = run("--version", env=fake.env)
+    assert (result.returncode, result.stdout.strip()) == (0, f"wecom-async {__version__}")
+
+    ext_id = CORP.customer_id(7)
+    quiet = run("customer", "get", ext_id, env=fake.env)
+    assert quiet.returncode == 0 and quiet.stderr == ""
+    info = run("-v", "customer", "get", ext_id, env=fake.env)
+    assert "INFO fetched an access token for corp" in info.stderr
+    assert "DEBUG" not in info.stderr
+    for args in (("-vv", "customer", "get", ext_id), ("customer", "get", ext_id, "-vv")):
+        debug = run(*args, env=fake.env)
+        assert debug.returncode == 0, debug.stderr
+        assert "externalcontact/get?external_userid=" in debug.stderr
+        assert "access_token=***" in debug.stderr and "errcode 0" in debug.stderr
+        assert fake.env["WECOM_CORP_SECRET"] not in debug.stderr
+
+
+def test_timeout_bounds_each_attempt() -> None:
+    slow = FakeServerProcess("--customers", "10", "--members", "2", "--latency-ms", "500")
+    try:
+        ext_id = FakeCorp(customers=10, members=2).customer_id(1)
+        result = run("customer", "get", ext_id, "--timeout", "0.05", "-v", env=slow.env)
+        assert result.returncode == 1
+        assert "timed out after 0.05s" in result.stderr.strip().splitlines()[-1]
+        assert "retrying gettoken for corp" in result.stderr
+        assert run("customer", "get", ext_id, "--timeout", "0", env=slow.env).returncode == 2
+        assert run("customer", "get", ext_id, "--timeout", "5", env=slow.env).returncode == 0
+    finally:
+        slow.stop()
 
 
 def test_missing_credentials(tmp_path: Path) -> None:
@@ -182,16 +232,17 @@ def test_ctrl_c_interrupts_cleanly_and_the_next_run_resumes(tmp_path: Path) -> N
     try:
         out = tmp_path / "customers.jsonl"
         args = [*CMD, "sync", "--out", str(out), "--members-per-call", "5", "--concurrency", "1"]
+        args += ["-vv"]
         with subprocess.Popen(
             args, env=slow.env, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL
         ) as proc:
             assert proc.stderr is not None
             lines: list[Any] = []
-            while True:  # progress lines come every 2 s; wait for one past the first chunk
+            while True:  # -vv logs every request: wait until the first chunk is stored
                 line = proc.stderr.readline()
                 assert line, "sync ended before it could be interrupted: " + "".join(lines)
                 lines.append(line)
-                if line.startswith("fetch:") and not line.startswith("fetch: 0/"):
+                if sum("batch/get_by_user" in x for x in lines) >= 3:
                     break
             proc.send_signal(signal.SIGINT)
             rest = proc.stderr.read()

@@ -9,12 +9,28 @@ import traceback
 from pathlib import Path
 
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from wecom_async import RetryPolicy
+from wecom_async.otel import OpenTelemetryHooks
 from wecom_async.sync import sync_customers
 from wecom_async.testing import FakeWeCom, Faults
 
 MAX_ATTEMPTS = 8
+
+
+class EveryEvent:
+    """A hook object that keeps the repr of every event it is told."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    def __getattr__(self, name: str) -> object:
+        if not name.startswith("on_"):
+            raise AttributeError(name)
+        return lambda event: self.seen.append(repr(event))
 
 
 def every_text(exc: BaseException) -> str:
@@ -54,8 +70,13 @@ async def test_soak_under_fifteen_percent_faults(
                 await asyncio.sleep(0.005)
 
         revoker = asyncio.create_task(revoke_every(1500))
+        events = EveryEvent()
+        spans = InMemorySpanExporter()
+        tracing = TracerProvider()
+        tracing.add_span_processor(SimpleSpanProcessor(spans))
+        hooks = [events, OpenTelemetryHooks(tracer_provider=tracing)]
         with caplog.at_level(logging.DEBUG, logger="wecom_async"):
-            async with fake.client(retry=policy, timeout=1.0) as client:
+            async with fake.client(retry=policy, timeout=1.0, hooks=hooks) as client:
                 ids = [fake.corp.customer_id(i) for i in range(5000)]
                 stream = client.external_contact.iter_details(ids + bogus, concurrency=32)
                 async with stream:
@@ -97,11 +118,17 @@ async def test_soak_under_fifteen_percent_faults(
     assert len(fetched) <= 1 + revocations
     assert fake.stats.tokens_issued <= 1 + revocations
 
-    # No secret anywhere: DEBUG logs, every failure, every repr.
+    # No secret anywhere: DEBUG logs and their fields, every failure, every repr,
+    # every hook event, every span.
     secrets = [*fake.issued_tokens, fake.corp_secret]
-    texts = [r.getMessage() + (r.exc_text or "") for r in caplog.records]
+    texts = [r.getMessage() + (r.exc_text or "") + repr(vars(r)) for r in caplog.records]
     texts += [every_text(e) for e in stream.failures.values()]
     texts += reprs
+    texts += events.seen
+    finished_spans = spans.get_finished_spans()
+    texts += [f"{s.name} {dict(s.attributes or {})} {s.events}" for s in finished_spans]
+    tracing.shutdown()
     assert len(caplog.records) > 5000  # the DEBUG lines really were captured
+    assert len(events.seen) > 10000 and len(finished_spans) > 10000
     leaked = [s[:8] for s in secrets if any(s in t for t in texts)]
     assert leaked == []
