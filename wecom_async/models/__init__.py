@@ -14,6 +14,7 @@ from .external_contact import (
     FollowInfo,
     FollowUser,
     FollowUserTag,
+    SyncedCustomer,
     WechatChannels,
 )
 from .kf import EnterSessionContext, KfCustomer, KfCustomerBatch, SessionWechatChannels
@@ -40,5 +41,6 @@ __all__ = [
     "SchoolExternalContactDetail",
     "SessionWechatChannels",
     "SubscriberInfo",
+    "SyncedCustomer",
     "WechatChannels",
 ]
