@@ -23,9 +23,17 @@ from tests.servers import TinyServer
 from wecom_async import WeComClient, WeComInputError, WeComSyncError
 from wecom_async.models import SyncedCustomer
 from wecom_async.sync import SyncProgress, iter_customers, plan_chunks, sync_customers
-from wecom_async.testing import FakeWeCom
+from wecom_async.testing import FakeCorp, FakeWeCom
 
 BATCH = "externalcontact/batch/get_by_user"
+
+
+def minimum_pages(corp: FakeCorp, members_per_call: int, lanes: int) -> int:
+    """The batch requests a sync of ``corp`` needs: each chunk's pairs in pages of 100."""
+    return sum(
+        math.ceil(sum(len(corp.customers_of(corp.member_index(u))) for u in chunk) / 100)  # type: ignore[arg-type]
+        for chunk in plan_chunks(corp.userids, members_per_call, lanes)
+    )
 
 
 def pair(ext_id: str | None, userid: str | None, name: str = "x") -> dict[str, Any]:
@@ -162,11 +170,7 @@ def test_chunks_are_planned_evenly_across_the_lanes() -> None:
 async def test_a_sync_makes_the_minimum_requests_for_its_chunks(tmp_path: Path) -> None:
     async with FakeWeCom(customers=20_000, seed=3) as fake, fake.client() as client:
         await sync_customers(client, tmp_path / "c.jsonl")
-        corp = fake.corp
-        pages = sum(
-            math.ceil(sum(len(corp.customers_of(corp.member_index(u))) for u in chunk) / 100)  # type: ignore[arg-type]
-            for chunk in plan_chunks(corp.userids, 100, 4)
-        )
+        pages = minimum_pages(fake.corp, 100, 4)
         assert len(fake.calls_to(BATCH)) == pages
         assert client.stats.requests == pages + 2  # and gettoken, get_follow_user_list
     check_exactly_once(fake.corp, read_lines(tmp_path / "c.jsonl"))
