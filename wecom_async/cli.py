@@ -3,7 +3,7 @@
 Commands: ``sync``, ``customer get``, ``kf customers``, ``fake-server`` and ``demo``.
 Credentials come from ``WECOM_CORP_ID`` and ``WECOM_CORP_SECRET``. Every failure a
 user can cause ends in one line on stderr and a non-zero exit status, never a
-traceback: 1 for a failure, 2 for bad usage, 130 for Ctrl-C.
+traceback: 1 for a failure, 2 for bad usage, 130 for Ctrl-C, 143 for SIGTERM.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from . import __version__
 from ._converter import LENIENT
 from .client import DEFAULT_BASE_URL, ClientStats, WeComClient
 from .errors import WeComError, WeComInputError, WeComPermissionError
-from .sync import SyncProgress, SyncReport, sync_customers
+from .sync import DEFAULT_MAX_STATE_AGE, SyncProgress, SyncReport, sync_customers
 
 __all__ = ["main"]
 
@@ -34,6 +34,9 @@ T = TypeVar("T")
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 128 + signal.SIGTERM
+#: The state of ``sync --out -`` when --state is not given: in the current directory.
+STDOUT_STATE = "wecom-async-stdout.sync-state"
 
 
 class UsageError(Exception):
@@ -64,9 +67,19 @@ def _parser() -> argparse.ArgumentParser:
         return p
 
     p = with_base_url(sub.add_parser("sync", help="export every customer to JSON Lines"))
-    p.add_argument("--out", required=True, help="the JSON Lines file to write")
-    p.add_argument("--state", help="checkpoint file (default: OUT.sync-state)")
+    p.add_argument("--out", required=True, help="the JSON Lines file to write, or - for stdout")
+    p.add_argument(
+        "--state",
+        help=f"checkpoint file (default: OUT.sync-state; {STDOUT_STATE} for --out -)",
+    )
     p.add_argument("--restart", action="store_true", help="ignore an earlier checkpoint")
+    p.add_argument(
+        "--max-state-age",
+        type=_float_in(0.001, 1e6),
+        default=DEFAULT_MAX_STATE_AGE / 3600,
+        metavar="HOURS",
+        help="start over instead of resuming a checkpoint begun longer ago (24)",
+    )
     p.add_argument(
         "--concurrency", type=_int_in(1, 1000), default=4, help="member chunks at once (4)"
     )
@@ -224,6 +237,31 @@ def _client(args: argparse.Namespace) -> WeComClient:
     return WeComClient(corp_id, secret, base_url=args.base_url, timeout=args.timeout)
 
 
+def _say(*lines: str) -> None:
+    """Write to stderr; a broken stderr (piped into ``head -1``) must not stop the work."""
+    try:
+        for line in lines:
+            print(line, file=sys.stderr)
+    except OSError:
+        _silence_stderr()
+
+
+def _silence_stderr() -> None:
+    # Point fd 2 at /dev/null: what is still buffered would fail again at exit,
+    # and Python would then exit with status 120 instead of the command's own.
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stderr.fileno())
+        os.close(devnull)
+
+
+class _StderrHandler(logging.Handler):
+    """The library's warnings (a state started over, members refused) as lines on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        _say(f"warning: {record.getMessage()}")
+
+
 def _print_json(value: Any) -> None:
     json.dump(value, sys.stdout, ensure_ascii=False, indent=2)
     sys.stdout.write("\n")
@@ -304,6 +342,13 @@ class _Progress:
     def __call__(self, p: SyncProgress) -> None:
         if self._quiet:
             return
+        try:
+            self._show(p)
+        except OSError:  # stderr is gone: the sync goes on without progress
+            self._quiet = True
+            _silence_stderr()
+
+    def _show(self, p: SyncProgress) -> None:
         if self._bar is not None:
             if p.phase == "export":
                 detail = f"{p.customers_written} customers written"
@@ -326,36 +371,58 @@ class _Progress:
 
 
 async def _sync(args: argparse.Namespace) -> int:
+    out: Any = args.out
+    state = args.state
+    if out == "-":
+        out = sys.stdout.buffer
+        state = STDOUT_STATE if state is None else state
     client = _client(args)
-    async with client:
-        with _Progress(quiet=args.quiet) as progress:
-            report = await sync_customers(
-                client,
-                args.out,
-                state=args.state,
-                restart=args.restart,
-                concurrency=args.concurrency,
-                members_per_call=args.members_per_call,
-                progress=progress,
-            )
-    _print_report(report, client.stats, file=sys.stderr)
+    handler = _StderrHandler(logging.WARNING)
+    sync_logger = logging.getLogger("wecom_async.sync")
+    sync_logger.addHandler(handler)
+    try:
+        async with client:
+            with _Progress(quiet=args.quiet) as progress:
+                report = await sync_customers(
+                    client,
+                    out,
+                    state=state,
+                    restart=args.restart,
+                    concurrency=args.concurrency,
+                    members_per_call=args.members_per_call,
+                    max_state_age=args.max_state_age * 3600,
+                    progress=progress,
+                )
+    finally:
+        sync_logger.removeHandler(handler)
+    _print_report(report, client.stats)
     return 0
 
 
-def _print_report(report: SyncReport, stats: ClientStats, *, file: Any) -> None:
-    print(
-        f"wrote {report.customers} customers from {report.members} members to {report.out} "
+def _print_report(report: SyncReport, stats: ClientStats) -> None:
+    where = report.out if report.out is not None else "stdout"
+    lines = [
+        f"wrote {report.customers} customers from {report.members} members to {where} "
         f"in {report.elapsed:.1f}s"
         + (f" (resumed after {report.resumed_members} members)" if report.resumed_members else "")
-        + f": {stats.requests} requests, {stats.retries} retries, {stats.rate_limited} 45009s",
-        file=file,
-    )
+        + f": {stats.requests} requests, {stats.retries} retries, {stats.rate_limited} 45009s"
+    ]
     if report.unlicensed_userids:
-        print(
+        lines.append(
             f"warning: {len(report.unlicensed_userids)} members have no interop licence; "
-            f"their customers are missing: {', '.join(report.unlicensed_userids[:10])}",
-            file=file,
+            f"their customers are missing: {', '.join(report.unlicensed_userids[:10])}"
         )
+    if report.failed_userids:
+        lines.append(
+            f"warning: WeCom refused {len(report.failed_userids)} members; their customers "
+            f"are missing: {', '.join(report.failed_userids[:10])}"
+        )
+    if report.skipped_pairs:
+        lines.append(
+            f"warning: {report.skipped_pairs} pairs were skipped: no customer in them, "
+            "or no member to file them under"
+        )
+    _say(*lines)
 
 
 async def _customer_get(args: argparse.Namespace) -> int:
@@ -434,7 +501,7 @@ async def _demo(args: argparse.Namespace) -> int:
             with _Progress(force_bar=True) as progress:
                 report = await sync_customers(client, out, progress=progress)
         batch_calls = len(fake.calls_to("externalcontact/batch/get_by_user"))
-        _print_report(report, client.stats, file=sys.stderr)
+        _print_report(report, client.stats)
         rows = [
             ("customers", f"{report.customers:,}"),
             ("requests", f"{client.stats.requests:,}"),
@@ -498,21 +565,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     _configure_logging(args.verbose)
     command = _COMMANDS[(args.command, getattr(args, "action", None))]
     name = " ".join(filter(None, (args.command, getattr(args, "action", None))))
+    hint = "; run the same command again to resume" if args.command == "sync" else ""
+    terminated = False
+
+    async def run() -> int:
+        # SIGTERM (docker stop, systemd, a cron timeout) ends the run as Ctrl-C does:
+        # the task is cancelled, so every finally runs and the state is kept.
+        task = asyncio.current_task()
+        assert task is not None
+
+        def on_sigterm() -> None:
+            nonlocal terminated
+            terminated = True
+            task.cancel()
+
+        with contextlib.suppress(NotImplementedError):  # no signal handlers on Windows
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, on_sigterm)
+        return await command(args)
+
     try:
-        return asyncio.run(command(args))
+        return asyncio.run(run())
+    except asyncio.CancelledError:
+        if not terminated:
+            raise
+        _say(f"wecom-async {name}: terminated{hint}")
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
-        hint = "; run the same command again to resume" if args.command == "sync" else ""
-        print(f"wecom-async {name}: interrupted{hint}", file=sys.stderr)
+        _say(f"wecom-async {name}: interrupted{hint}")
         return EXIT_INTERRUPTED
     except (UsageError, WeComInputError) as exc:
-        print(f"wecom-async {name}: {exc}", file=sys.stderr)
+        _say(f"wecom-async {name}: {exc}")
         return EXIT_USAGE
     except (WeComError, OSError) as exc:
-        print(f"wecom-async {name}: {_explain(exc)}", file=sys.stderr)
+        _say(f"wecom-async {name}: {_explain(exc)}")
         return EXIT_FAILURE
     except sqlite3.Error as exc:
-        print(f"wecom-async {name}: the sync state cannot be used: {exc}", file=sys.stderr)
+        _say(f"wecom-async {name}: the sync state cannot be used: {exc}")
         return EXIT_FAILURE
     except Exception as exc:  # the last line of defence: one line, never a traceback
-        print(f"wecom-async {name}: unexpected {type(exc).__name__}: {exc}", file=sys.stderr)
+        _say(f"wecom-async {name}: unexpected {type(exc).__name__}: {exc}")
         return EXIT_FAILURE

@@ -27,6 +27,7 @@ __all__ = [
     "WeComRateLimitError",
     "WeComSignatureError",
     "WeComStoreError",
+    "WeComSyncError",
     "WeComTokenError",
     "WeComTransportError",
     "WeComUsageError",
@@ -101,6 +102,15 @@ class WeComDecodeError(WeComError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild_decode_error, (type(self), str(self), self.path, self.retryable))
+
+
+class WeComSyncError(WeComError, OSError):
+    """A bulk sync could not use its files: the output, its state or their locks.
+
+    Another sync holding the same output or state, a state file that is not this
+    library's, a write that failed (a full disk). Also an :class:`OSError`, so code
+    that caught the sync's file errors before still does.
+    """
 
 
 class WeComStoreError(WeComError):

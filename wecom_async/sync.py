@@ -1,22 +1,24 @@
-"""Bulk export of a corp's whole customer book to JSON Lines, resumable.
+"""Bulk export of a corp's whole customer book, resumable page by page.
 
-:func:`sync_customers` lists the members with customer contact, fetches their
-(customer, member) pairs with ``batch/get_by_user`` in concurrent chunks, and writes
-one line per customer::
+:func:`iter_customers` lists the members with customer contact, fetches their
+(customer, member) pairs with ``batch/get_by_user`` in concurrent chunks, and yields
+each customer once with every member who follows it merged in (a
+:class:`~wecom_async.models.SyncedCustomer`). :func:`sync_customers` is built on the
+same run and writes one JSON line per customer::
 
     {"external_contact": {...}, "follow_info": [{"userid": ...}, ...]}
 
 ``external_contact`` and each ``follow_info`` entry are WeCom's JSON as sent (same
-wire names, unknown fields kept); ``follow_info`` merges every member who follows
-the customer, ordered by userid.
+wire names, unknown fields kept); ``follow_info`` is ordered by userid. A lone
+UTF-16 surrogate in WeCom's text (an emoji cut in half) is written as its ``\\uXXXX``
+escape, so the output is always valid UTF-8 and reads back to the same string.
 
 A customer followed by several members shows up in several members' pages, so the
-pairs are first spilled into a SQLite file beside the output (the *state*), keyed
-by (customer, member): memory stays bounded whatever the corp's size, and a pair
-fetched twice is stored once. The state also records which members are finished,
-so an interrupted sync resumes where it stopped and re-fetches only unfinished
-members. The output is written to a temporary file and renamed into place, so a
-reader never sees a partial file.
+pairs are first spilled into a SQLite file (the *state*, see ``_sync_state.py``),
+keyed by (customer, member): memory stays bounded whatever the corp's size, and a
+pair fetched twice is stored once. Each stored page moves its chunk's cursor in the
+same transaction, so a killed sync resumes from the pages it had. One run at a time
+holds the state (and the output) under an OS lock that a crash releases.
 """
 
 from __future__ import annotations
@@ -24,30 +26,43 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
+import math
 import os
-import sqlite3
+import re
 import time
-from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import IO, TYPE_CHECKING, Any, Literal
 
 import attrs
 
-from ._paging import array_field, chunked, gather_all
+from ._converter import decode
+from ._paging import Stream, array_field, gather_all
+from ._pairs import usable_pair
+from ._sync_files import Output, os_error, remove_quietly
+from ._sync_state import Chunk, Group, Row, Store, same_file
 from .api.external_contact import BATCH_MAX_USERIDS, unlicensed_in
-from .errors import WeComDecodeError, WeComInputError
+from .errors import WeComAPIError, WeComDecodeError, WeComInputError
+from .models.external_contact import SyncedCustomer
 
 if TYPE_CHECKING:
     from .client import WeComClient
 
-__all__ = ["SyncProgress", "SyncReport", "sync_customers"]
+__all__ = ["CustomerStream", "SyncProgress", "SyncReport", "iter_customers", "sync_customers"]
 
-T = TypeVar("T")
+logger = logging.getLogger("wecom_async.sync")
+
 _PATH = "externalcontact/batch/get_by_user"
-_SCHEMA_VERSION = "1"
-#: Lines written between two progress reports (and two hops to the store's thread).
+#: Customers read back from the state between two progress reports.
 _EXPORT_STEP = 2000
+#: A member WeCom refuses (40003, invalid userid: left the corp since the member
+#: list) fails its whole chunk; the chunk is split until that member is alone.
+_ISOLATE_ERRCODES = frozenset({40003})
+#: How old a state may be and still be resumed: older pairs are too stale to merge.
+DEFAULT_MAX_STATE_AGE = 24 * 3600.0
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @attrs.frozen
@@ -66,9 +81,10 @@ class SyncProgress:
 class SyncReport:
     """What a finished sync did."""
 
-    out: Path
+    out: Path | None
+    """The file written; None when the lines went to a stream (stdout)."""
     customers: int
-    """Lines written: one per customer, each exactly once."""
+    """Customers written or yielded: each exactly once."""
     members: int
     resumed_members: int
     """Members already finished by an earlier, interrupted run."""
@@ -76,211 +92,328 @@ class SyncReport:
     unlicensed_userids: tuple[str, ...]
     """Members WeCom skipped for lack of an interop licence: their customers are missing."""
     elapsed: float
+    failed_userids: tuple[str, ...] = ()
+    """Members WeCom refused (40003): their customers are missing, everyone else's are in."""
+    skipped_pairs: int = 0
+    """Pairs left out: no customer (``external_contact: null``) or no member to file them under."""
+
+
+def _escape_surrogates(text: str) -> str:
+    return _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    # json.loads turns "\ud83d" into a lone surrogate, which no UTF-8 encoder (nor
+    # SQLite) takes; put the escape back, which reads back to the same string.
+    if not text.isascii() and _LONE_SURROGATE.search(text):
+        return _escape_surrogates(text)
+    return text
 
 
-def _rows(page: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
-    """(external_userid, contact JSON, member userid, follow_info JSON) for each pair."""
-    rows = []
+def _rows(page: Mapping[str, Any], userids: Sequence[str]) -> tuple[list[Row], int]:
+    """The pairs of one page as rows, and how many were skipped (see ``_pairs.py``)."""
+    rows: list[Row] = []
+    skipped = 0
     for item in array_field(page, "external_contact_list", _PATH):
-        contact = item.get("external_contact") if isinstance(item, Mapping) else None
-        info = item.get("follow_info") if isinstance(item, Mapping) else None
-        ext_id = contact.get("external_userid") if isinstance(contact, Mapping) else None
-        userid = info.get("userid") if isinstance(info, Mapping) else None
-        if not (isinstance(ext_id, str) and ext_id and isinstance(userid, str) and userid):
-            raise WeComDecodeError(
-                f"{_PATH} answered a pair without external_userid or userid", path=_PATH
-            )
-        rows.append((ext_id, _dumps(contact), userid, _dumps(info)))
-    return rows
+        pair = usable_pair(item, userids)
+        if pair is None:
+            skipped += 1
+            continue
+        ext_id, userid, contact, info = pair
+        rows.append(
+            (_escape_surrogates(ext_id), _dumps(contact), _escape_surrogates(userid), _dumps(info))
+        )
+    if skipped:
+        logger.warning(
+            "%s: skipped %d pairs without a customer or a member to file them under",
+            _PATH,
+            skipped,
+        )
+    return rows, skipped
 
 
-class _Store:
-    """The sync's SQLite state, used from one worker thread only.
+def plan_chunks(members: Sequence[str], per_call: int, lanes: int) -> list[list[str]]:
+    """Split members into even chunks, as many as a multiple of ``lanes`` allows.
 
-    Every call hops to that thread, so the event loop never blocks on disk.
+    6 chunks of 100 in 4 lanes run in two waves, the second half empty; 8 chunks of
+    75 keep every lane busy in both.
     """
+    if not members:
+        return []
+    count = math.ceil(len(members) / per_call)
+    if count % lanes:
+        count = min(len(members), count + lanes - count % lanes)
+    n = len(members)
+    return [list(members[i * n // count : (i + 1) * n // count]) for i in range(count)]
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wecom-sync-state")
-        self._db: sqlite3.Connection | None = None
-        self._export: tuple[sqlite3.Cursor, Any] | None = None
-        # The customer being grouped while exporting: id, contact JSON, follow infos.
-        self._pending: tuple[str, str, list[str]] | None = None
 
-    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
+class _Run:
+    """One run over a state: members listed, every chunk fetched, customers read back."""
 
-    # Each _do_* method runs on the store's thread.
+    def __init__(self, store: Store, members: list[str], resumed: int) -> None:
+        self.store = store
+        self.members = members
+        self.resumed = resumed
+        self.done = resumed
+        self.pairs = 0
+        self.customers = 0
+        self.finished = False
 
-    def _do_open(self, corp_id: str, restart: bool) -> set[str]:
-        if restart:
-            self._do_remove_files()
-        db = self._db = sqlite3.connect(self.path, check_same_thread=False)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.executescript(
-            """
-            CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-            CREATE TABLE IF NOT EXISTS done (userid TEXT PRIMARY KEY);
-            CREATE TABLE IF NOT EXISTS unlicensed (userid TEXT PRIMARY KEY);
-            CREATE TABLE IF NOT EXISTS contacts (
-                external_userid TEXT PRIMARY KEY, contact TEXT NOT NULL) WITHOUT ROWID;
-            CREATE TABLE IF NOT EXISTS follows (
-                external_userid TEXT NOT NULL, userid TEXT NOT NULL, info TEXT NOT NULL,
-                PRIMARY KEY (external_userid, userid)) WITHOUT ROWID;
-            """
+    async def groups(self) -> AsyncIterator[list[Group]]:
+        """The customers in id order, in batches, each exactly once."""
+        while batch := await self.store.run(self.store.groups, _EXPORT_STEP):
+            self.customers += len(batch)
+            yield batch
+
+    async def complete(self) -> None:
+        """Mark the state finished: from now on a crash does not make a rerun resume it."""
+        await self.store.run(self.store.mark_complete)
+        self.finished = True
+
+    async def report(self, out: Path | None, started: float) -> SyncReport:
+        unlicensed, failed, skipped = await self.store.run(self.store.summary)
+        return SyncReport(
+            out=out,
+            customers=self.customers,
+            members=len(self.members),
+            resumed_members=self.resumed,
+            pairs=self.pairs,
+            unlicensed_userids=unlicensed,
+            elapsed=time.monotonic() - started,
+            failed_userids=failed,
+            skipped_pairs=skipped,
         )
-        meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
-        if meta.get("complete") == "1" and meta.get("corp_id") == corp_id:
-            # A kept state of a finished sync: the next sync starts afresh, so that
-            # customers who have left since are not exported again.
-            db.executescript(
-                "DELETE FROM done; DELETE FROM unlicensed; DELETE FROM contacts; "
-                "DELETE FROM follows; DELETE FROM meta;"
-            )
-            meta = {}
-        if meta and (meta.get("corp_id"), meta.get("version")) != (corp_id, _SCHEMA_VERSION):
-            db.close()
-            self._db = None
-            raise WeComInputError(
-                f"the sync state {str(self.path)!r} belongs to another corp or version; "
-                "start over with restart=True (--restart)"
-            )
-        db.executemany(
-            "INSERT OR REPLACE INTO meta VALUES (?, ?)",
-            [("corp_id", corp_id), ("version", _SCHEMA_VERSION)],
+
+
+@attrs.frozen
+class _Options:
+    restart: bool
+    keep_state: bool
+    concurrency: int
+    members_per_call: int
+    limit: int
+    max_state_age: float
+    progress: Callable[[SyncProgress], None] | None
+
+    def report(self, p: SyncProgress) -> None:
+        if self.progress is not None:
+            self.progress(p)
+
+
+def _options(
+    restart: bool,
+    keep_state: bool,
+    concurrency: int,
+    members_per_call: int,
+    limit: int,
+    max_state_age: float,
+    progress: Callable[[SyncProgress], None] | None,
+) -> _Options:
+    if not 1 <= members_per_call <= BATCH_MAX_USERIDS:
+        raise WeComInputError(f"members_per_call must be 1 to {BATCH_MAX_USERIDS}")
+    if concurrency < 1:
+        raise WeComInputError("concurrency must be >= 1")
+    if not 1 <= limit <= 100:
+        raise WeComInputError("limit must be 1 to 100")
+    if not max_state_age > 0:
+        raise WeComInputError("max_state_age must be a positive number of seconds")
+    return _Options(
+        restart, keep_state, concurrency, members_per_call, limit, max_state_age, progress
+    )
+
+
+async def _fetch_chunk(
+    client: WeComClient, store: Store, chunk: Chunk, run: _Run, opts: _Options
+) -> list[Chunk]:
+    """Fetch one chunk from its cursor to its end; returns the chunks it was split into."""
+    cid, userids, cursor = chunk
+    while True:
+        pages = client.external_contact.batch_get_by_user_pages(
+            userids, limit=opts.limit, cursor=cursor
         )
-        db.commit()
-        return {u for (u,) in db.execute("SELECT userid FROM done")}
-
-    def _db_(self) -> sqlite3.Connection:
-        assert self._db is not None, "the sync state is not open"
-        return self._db
-
-    def _do_add(self, rows: list[tuple[str, str, str, str]], unlicensed: list[str]) -> None:
-        db = self._db_()
-        db.executemany(
-            "INSERT OR REPLACE INTO contacts VALUES (?, ?)", [(r[0], r[1]) for r in rows]
-        )
-        db.executemany(
-            "INSERT OR REPLACE INTO follows VALUES (?, ?, ?)", [(r[0], r[2], r[3]) for r in rows]
-        )
-        db.executemany("INSERT OR IGNORE INTO unlicensed VALUES (?)", [(u,) for u in unlicensed])
-
-    def _do_mark_done(self, userids: list[str]) -> None:
-        db = self._db_()
-        db.executemany("INSERT OR IGNORE INTO done VALUES (?)", [(u,) for u in userids])
-        db.commit()  # the checkpoint: these members' pairs are on disk
-
-    def _do_mark_complete(self) -> None:
-        db = self._db_()
-        db.execute("INSERT OR REPLACE INTO meta VALUES ('complete', '1')")
-        db.commit()
-
-    def _do_unlicensed(self) -> tuple[str, ...]:
-        return tuple(u for (u,) in self._db_().execute("SELECT userid FROM unlicensed ORDER BY 1"))
-
-    def _do_export_start(self, tmp: Path) -> None:
-        # One pass over the pairs in customer order; each customer's rows are
-        # consecutive, so grouping needs only the current customer in memory.
-        cursor = self._db_().execute(
-            "SELECT f.external_userid, c.contact, f.info FROM follows f "
-            "JOIN contacts c USING (external_userid) ORDER BY f.external_userid, f.userid"
-        )
-        self._export = (cursor, tmp.open("w", encoding="utf-8"))
-        self._pending = None
-
-    def _do_export_step(self, max_lines: int) -> tuple[int, bool]:
-        assert self._export is not None
-        cursor, out = self._export
-        written = 0
-        while written < max_lines:
-            row = cursor.fetchone()
-            pending = self._pending
-            if row is None:
-                if pending is not None:
-                    out.write(_line(pending))
-                    written += 1
-                    self._pending = None
-                out.flush()
-                os.fsync(out.fileno())
-                out.close()
-                self._export = None
-                return written, True
-            ext_id, contact, info = row
-            if pending is not None and pending[0] == ext_id:
-                pending[2].append(info)
-                continue
-            if pending is not None:
-                out.write(_line(pending))
-                written += 1
-            self._pending = (ext_id, contact, [info])
-        return written, False
-
-    def _do_close(self) -> None:
-        if self._export is not None:
-            self._export[1].close()
-            self._export = None
-        if self._db is not None:
-            self._db.close()
-            self._db = None
-
-    def _do_remove_files(self) -> None:
-        for suffix in ("", "-wal", "-shm"):
-            with contextlib.suppress(FileNotFoundError):
-                Path(f"{self.path}{suffix}").unlink()
-
-    # The async face.
-
-    async def open(self, corp_id: str, restart: bool) -> set[str]:
-        return await self._run(self._do_open, corp_id, restart)
-
-    async def add(self, rows: list[tuple[str, str, str, str]], unlicensed: list[str]) -> None:
-        await self._run(self._do_add, rows, unlicensed)
-
-    async def mark_done(self, userids: list[str]) -> None:
-        await self._run(self._do_mark_done, userids)
-
-    async def mark_complete(self) -> None:
-        await self._run(self._do_mark_complete)
-
-    async def unlicensed(self) -> tuple[str, ...]:
-        return await self._run(self._do_unlicensed)
-
-    async def export_start(self, tmp: Path) -> None:
-        await self._run(self._do_export_start, tmp)
-
-    async def export_step(self, max_lines: int) -> tuple[int, bool]:
-        return await self._run(self._do_export_step, max_lines)
-
-    async def close(self, *, remove: bool) -> None:
+        got_page = False
         try:
-            await self._run(self._do_close)
-            if remove:
-                await self._run(self._do_remove_files)
+            async for page in pages:
+                got_page = True
+                rows, skipped = _rows(page, userids)
+                next_cursor = page.get("next_cursor") or ""
+                if not isinstance(next_cursor, str):
+                    raise WeComDecodeError(f"{_PATH} answered a next_cursor that is not a string")
+                await store.run(
+                    store.add_page, cid, rows, unlicensed_in(page), skipped, next_cursor
+                )
+                run.pairs += len(rows)
+                opts.report(SyncProgress("fetch", len(run.members), run.done, run.pairs))
+        except WeComAPIError as exc:
+            if exc.errcode in _ISOLATE_ERRCODES:
+                if len(userids) == 1:
+                    logger.warning("member %r refused by WeCom (%s); skipped", userids[0], exc)
+                    await store.run(store.fail, cid, userids[0], exc.errcode)
+                    return []
+                half = len(userids) // 2
+                return await store.run(store.split, cid, [userids[:half], userids[half:]])
+            if cursor and not got_page:
+                # A cursor kept from an earlier run that WeCom no longer takes: fetch the
+                # chunk again from its start (pairs stored twice are stored once).
+                logger.warning("%s: a resumed cursor was refused (%s); chunk restarted", _PATH, exc)
+                cursor = ""
+                continue
+            raise
+        run.done += len(userids)
+        opts.report(SyncProgress("fetch", len(run.members), run.done, run.pairs))
+        return []
+
+
+async def _fetch_all(client: WeComClient, store: Store, run: _Run, opts: _Options) -> None:
+    planned = await store.run(store.planned)
+    new = [m for m in run.members if m not in planned]
+    await store.run(store.add_chunks, plan_chunks(new, opts.members_per_call, opts.concurrency))
+    queue: deque[Chunk] = deque(await store.run(store.chunks))
+
+    async def lane() -> None:
+        # Lanes pull the next chunk when free; a split chunk's halves go first.
+        while queue:
+            more = await _fetch_chunk(client, store, queue.popleft(), run, opts)
+            queue.extendleft(reversed(more))
+
+    await gather_all(lane() for _ in range(min(opts.concurrency, len(queue))))
+
+
+@contextlib.asynccontextmanager
+async def _fetched(client: WeComClient, state: Path, opts: _Options) -> AsyncIterator[_Run]:
+    """Hold the state's lock, fetch what the state lacks, and hand the run over."""
+    store = Store(state)
+    await asyncio.to_thread(store.lock.acquire)
+    run: _Run | None = None
+    try:
+        resumed, reason = await store.run(
+            store.open, client.corp_id, opts.restart, opts.max_state_age
+        )
+        if reason:
+            logger.warning(
+                "the sync state %r is not resumed: %s; starting over", str(state), reason
+            )
+        opts.report(SyncProgress("members"))
+        run = _Run(store, await client.external_contact.get_follow_user_list(), resumed)
+        opts.report(SyncProgress("fetch", len(run.members), resumed))
+        await _fetch_all(client, store, run, opts)
+        yield run
+    finally:
+        try:
+            finished = run is not None and run.finished
+            await store.aclose(remove=finished and not opts.keep_state)
         finally:
-            self._thread.shutdown(wait=False)
+            store.lock.release()
 
 
-def _check_writable(out: Path, tmp: Path) -> None:
-    if out.is_dir():
-        raise IsADirectoryError(f"{out} is a directory, not a file to write")
-    tmp.open("w", encoding="utf-8").close()
+def _state_path(state: str | os.PathLike[str] | None, default: Path | None) -> Path:
+    if state is None:
+        if default is None:
+            raise WeComInputError("a sync to a stream needs a state path (state=)")
+        return default
+    if not os.fspath(state):
+        raise WeComInputError("the state path is empty")
+    return Path(state)
 
 
-def _line(pending: tuple[str, str, list[str]]) -> str:
-    _, contact, infos = pending
+def iter_customers(
+    client: WeComClient,
+    *,
+    state: str | os.PathLike[str],
+    restart: bool = False,
+    keep_state: bool = False,
+    concurrency: int = 4,
+    members_per_call: int = BATCH_MAX_USERIDS,
+    limit: int = 100,
+    max_state_age: float = DEFAULT_MAX_STATE_AGE,
+    progress: Callable[[SyncProgress], None] | None = None,
+) -> CustomerStream:
+    """Every customer of the client's corp, once each, with all its followers merged.
+
+    Fetches every member's pairs into ``state`` first (resuming what an earlier run
+    of the same state left, page by page), then yields one
+    :class:`~wecom_async.models.SyncedCustomer` per customer, in external_userid
+    order. Use ``async with`` so that breaking out early releases the state's lock
+    at once. Exhausting the stream finishes the run: the state is removed (or, with
+    ``keep_state``, marked finished, so the next run starts afresh) and the
+    stream's ``report`` is set. A run that stops earlier keeps the state, and the
+    next run resumes it without fetching again what it had.
+
+    Args:
+        client: the corp's client (its rate limits and retries apply).
+        state: the checkpoint file. Only one run may use it at a time.
+        restart: discard an existing state of this library and start over.
+        keep_state: keep the state file after the run (marked finished).
+        concurrency: how many member chunks are fetched at once; the members are
+            split into even chunks, a multiple of this many when that fits.
+        members_per_call: at most this many members per ``batch/get_by_user`` chunk
+            (1 to 100).
+        limit: pairs per page (1 to 100).
+        max_state_age: seconds after its run began that a state is no longer
+            resumed but started over (with a warning): 24 h by default.
+        progress: called with a :class:`SyncProgress` after every page and step.
+
+    Raises:
+        WeComSyncError: another run holds the state, the state file is not this
+            library's (it is left untouched), or the disk failed.
+        WeComError: an API failure that retries did not cure; the state keeps what
+            was fetched, so running again resumes.
+    """
+    opts = _options(
+        restart, keep_state, concurrency, members_per_call, limit, max_state_age, progress
+    )
+    state_path = _state_path(state, None)
+
+    async def customers() -> AsyncIterator[SyncedCustomer]:
+        started = time.monotonic()
+        async with _fetched(client, state_path, opts) as run:
+            async for batch in run.groups():
+                for contact, infos in batch:
+                    yield _customer(contact, infos)
+            await run.complete()
+            stream.report = await run.report(None, started)
+
+    stream = CustomerStream(customers())
+    return stream
+
+
+class CustomerStream(Stream[SyncedCustomer]):
+    """The customers of :func:`iter_customers`; ``report`` is set once it is exhausted."""
+
+    def __init__(self, source: Any) -> None:
+        super().__init__(source)
+        self.report: SyncReport | None = None
+
+
+def _customer(contact: str, infos: list[str]) -> SyncedCustomer:
+    data = {"external_contact": json.loads(contact), "follow_info": [json.loads(i) for i in infos]}
+    return decode(data, SyncedCustomer, path=_PATH)
+
+
+def _line(contact: str, infos: list[str]) -> str:
     return f'{{"external_contact":{contact},"follow_info":[{",".join(infos)}]}}\n'
+
+
+def _write(f: IO[bytes], batch: list[Group]) -> None:
+    f.write("".join(_line(c, i) for c, i in batch).encode("utf-8"))
+
+
+def _finish_file(f: IO[bytes], sync_to_disk: bool) -> None:
+    f.flush()
+    if sync_to_disk:
+        os.fsync(f.fileno())
+
+
+def _close_quietly(f: IO[bytes]) -> None:
+    # Closing flushes what is buffered, and on a full disk that fails again.
+    with contextlib.suppress(OSError):
+        f.close()
 
 
 async def sync_customers(
     client: WeComClient,
-    out: str | os.PathLike[str],
+    out: str | os.PathLike[str] | IO[bytes],
     *,
     state: str | os.PathLike[str] | None = None,
     restart: bool = False,
@@ -288,95 +421,98 @@ async def sync_customers(
     concurrency: int = 4,
     members_per_call: int = BATCH_MAX_USERIDS,
     limit: int = 100,
+    max_state_age: float = DEFAULT_MAX_STATE_AGE,
     progress: Callable[[SyncProgress], None] | None = None,
 ) -> SyncReport:
     """Export every customer of the client's corp to ``out`` as JSON Lines.
 
+    Built on the run of :func:`iter_customers` (same arguments, same state).
+
     Args:
-        client: the corp's client (its rate limits and retries apply).
-        out: the JSON Lines file to write; replaced atomically at the end.
-        state: the checkpoint file; defaults to ``out`` + ``.sync-state``. When it
-            exists, the sync resumes: finished members are not fetched again.
-        restart: discard an existing state and start over.
-        keep_state: keep the state file after success (it is removed by default);
-            the next sync with it starts afresh.
-        concurrency: how many member chunks are fetched at once.
-        members_per_call: members per ``batch/get_by_user`` chunk (1 to 100); a
-            smaller chunk makes finer checkpoints at the cost of more calls.
-        limit: pairs per page (1 to 100).
-        progress: called with a :class:`SyncProgress` after every page and step.
+        client: the corp's client.
+        out: the JSON Lines file, replaced atomically at the end through a hidden
+            temporary file beside it (unique per run). A symlink is followed: its
+            target is replaced and the link stays. A directory, device, FIFO or
+            socket is refused. Or a binary stream (``sys.stdout.buffer``), written
+            as the run goes; then ``state`` is required.
+        state: the checkpoint file; defaults to ``out`` + ``.sync-state``. It may
+            not be the output or its temporary file.
+        restart, keep_state, concurrency, members_per_call, limit, max_state_age,
+            progress: as for :func:`iter_customers`.
 
     Raises:
-        WeComError: an API failure that retries did not cure; the state keeps what
-            was finished, so running again resumes.
-        OSError: ``out`` or the state cannot be written.
+        WeComInputError: a bad argument or path, before any request.
+        WeComSyncError: another sync holds the output or the state, the state file
+            is not this library's, or writing failed (the partial output is
+            removed; the state is kept, so running again resumes).
+        WeComError: an API failure that retries did not cure.
     """
-    if not 1 <= members_per_call <= BATCH_MAX_USERIDS:
-        raise WeComInputError(f"members_per_call must be 1 to {BATCH_MAX_USERIDS}")
-    if concurrency < 1:
-        raise WeComInputError("concurrency must be >= 1")
+    opts = _options(
+        restart, keep_state, concurrency, members_per_call, limit, max_state_age, progress
+    )
     started = time.monotonic()
-    out_path = Path(out)
-    tmp = out_path.with_name(f".{out_path.name}.partial")
-    state_path = (
-        Path(state) if state is not None else out_path.with_name(out_path.name + ".sync-state")
-    )
-    # Fail on an unwritable destination before any request is made.
-    await asyncio.to_thread(_check_writable, out_path, tmp)
+    if isinstance(out, (str, os.PathLike)):
+        target = Output(out)
+        given = Path(out)
+        state_path = _state_path(state, given.with_name(given.name + ".sync-state"))
+        if target.is_own_file(state_path) or same_file(state_path, target.target):
+            raise WeComInputError(
+                f"the state {str(state_path)!r} is the output or its temporary file; "
+                "give another state path"
+            )
+        output: Output | None = target
+    else:
+        output = None
+        state_path = _state_path(state, None)
 
-    def report(p: SyncProgress) -> None:
-        if progress is not None:
-            progress(p)
+    async with contextlib.AsyncExitStack() as stack:
+        if output is not None:
+            await asyncio.to_thread(output.lock.acquire)
+            stack.callback(output.lock.release)
+            await asyncio.to_thread(output.remove_stale_partials)
+            # Fail on an unwritable destination before any request is made.
+            await asyncio.to_thread(output.create_tmp)
+            stack.callback(remove_quietly, output.tmp)
+        run = await stack.enter_async_context(_fetched(client, state_path, opts))
+        report = await _export(run, output, out, opts, started)
+    opts.report(SyncProgress("done", len(run.members), len(run.members), run.pairs, run.customers))
+    return report
 
-    store = _Store(state_path)
-    succeeded = False
+
+async def _export(
+    run: _Run, output: Output | None, out: object, opts: _Options, started: float
+) -> SyncReport:
+    store = run.store
+    if output is not None:
+        where = f"cannot write {str(output.given)!r}"
+        try:
+            f: IO[bytes] = await store.run(open, output.tmp, "wb")
+        except OSError as exc:
+            raise os_error(where, exc) from None
+    else:
+        where = "cannot write the output stream"
+        f = out  # type: ignore[assignment]
     try:
-        done = await store.open(client.corp_id, restart)
-        report(SyncProgress("members"))
-        members = await client.external_contact.get_follow_user_list()
-        todo = [m for m in members if m not in done]
-        resumed = len(members) - len(todo)
-        counts = {"members": resumed, "pairs": 0}
-        report(SyncProgress("fetch", len(members), resumed))
-
-        async def fetch(chunk: list[str], gate: asyncio.Semaphore) -> None:
-            async with gate:
-                pages = client.external_contact.batch_get_by_user_pages(chunk, limit=limit)
-                async for page in pages:
-                    rows = _rows(page)
-                    await store.add(rows, unlicensed_in(page))
-                    counts["pairs"] += len(rows)
-                    report(SyncProgress("fetch", len(members), counts["members"], counts["pairs"]))
-                await store.mark_done(chunk)
-                counts["members"] += len(chunk)
-                report(SyncProgress("fetch", len(members), counts["members"], counts["pairs"]))
-
-        gate = asyncio.Semaphore(concurrency)
-        await gather_all(fetch(list(c), gate) for c in chunked(todo, members_per_call))
-
-        await store.export_start(tmp)
-        written, finished = 0, False
-        while not finished:
-            step, finished = await store.export_step(_EXPORT_STEP)
-            written += step
-            report(SyncProgress("export", len(members), len(members), counts["pairs"], written))
-        unlicensed = await store.unlicensed()
-        os.replace(tmp, out_path)
-        succeeded = True
-        if keep_state:
-            await store.mark_complete()
+        try:
+            async for batch in run.groups():
+                await store.run(_write, f, batch)
+                total = len(run.members)
+                opts.report(SyncProgress("export", total, total, run.pairs, run.customers))
+            await store.run(_finish_file, f, output is not None)
+            if output is not None:
+                await store.run(f.close)
+        except OSError as exc:
+            raise os_error(where, exc) from None
     finally:
-        await store.close(remove=succeeded and not keep_state)
-        if not succeeded:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-    report(SyncProgress("done", len(members), len(members), counts["pairs"], written))
-    return SyncReport(
-        out=out_path,
-        customers=written,
-        members=len(members),
-        resumed_members=resumed,
-        pairs=counts["pairs"],
-        unlicensed_userids=unlicensed,
-        elapsed=time.monotonic() - started,
-    )
+        if output is not None:
+            _close_quietly(f)
+    report = await run.report(output.target if output is not None else None, started)
+    # Finished before the rename: a crash between the two must not make the next
+    # run resume a state whose customers are already out (it starts afresh).
+    await run.complete()
+    if output is not None:
+        try:
+            await store.run(os.replace, output.tmp, output.target)
+        except OSError as exc:
+            raise os_error(where, exc) from None
+    return report

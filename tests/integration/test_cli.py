@@ -201,7 +201,7 @@ def test_an_out_path_that_is_a_directory_fails_before_fetching(
     fake: FakeServerProcess, tmp_path: Path
 ) -> None:
     result = run("sync", "--out", str(tmp_path), env=fake.env)
-    assert result.returncode == 1
+    assert result.returncode == 2  # a usage error, like every non-regular output
     assert "is a directory" in one_line_error(result)
 
 

@@ -76,13 +76,15 @@ async def test_transient_failures_are_retried(
 async def test_permanent_errcodes_are_never_retried(
     wecom: MockWeCom, client: WeComClient, sleeps: SleepLog, errcode: int, family: type
 ) -> None:
-    wecom.on("GET", PATH, scripted({"errcode": errcode, "errmsg": "nope hint: [x]"}, OK))
+    # externalcontact/get, not list: list answers [] for 84061 (a member without customers).
+    path = "externalcontact/get"
+    wecom.on("GET", path, scripted({"errcode": errcode, "errmsg": "nope hint: [x]"}, OK))
     with pytest.raises(family) as info:
-        await client.external_contact.list("u1")
+        await client.external_contact.get("wm1")
     assert type(info.value) is family
-    assert (info.value.errcode, info.value.path) == (errcode, PATH)
+    assert (info.value.errcode, info.value.path) == (errcode, path)
     assert info.value.errmsg == "nope hint: [x]"
-    assert len(wecom.calls_to(PATH)) == 1
+    assert len(wecom.calls_to(path)) == 1
     assert sleeps.waits == []
 
 
@@ -152,7 +154,7 @@ async def test_missing_errcode_counts_as_success(wecom: MockWeCom, client: WeCom
 async def test_the_error_answer_with_an_empty_list_field_still_raises(
     wecom: MockWeCom, client: WeComClient
 ) -> None:
-    wecom.on("GET", PATH, scripted({"errcode": 84061, "errmsg": "x", "external_userid": []}))
+    wecom.on("GET", PATH, scripted({"errcode": 40003, "errmsg": "x", "external_userid": []}))
     with pytest.raises(WeComNotFoundError):
         await client.external_contact.list("u1")
 

@@ -6,7 +6,7 @@ import builtins
 import contextlib
 import copy
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from .._converter import decode
@@ -19,6 +19,7 @@ from .._paging import (
     require_id,
     unique_ids,
 )
+from .._pairs import usable_pair
 from ..errors import (
     WeComAPIError,
     WeComBusyError,
@@ -46,12 +47,15 @@ class BatchGetByUserStream(Stream[BatchContact]):
     """The (customer, member) pairs of ``batch/get_by_user``, as they arrive.
 
     ``unlicensed_userid_list`` collects the members WeCom skipped for lack of an
-    interop licence (``fail_info``); it is complete once the stream is exhausted.
+    interop licence (``fail_info``); ``skipped_pairs`` counts pairs left out because
+    they name no customer or no member (see :func:`wecom_async.sync.sync_customers`,
+    which skips the same ones). Both are complete once the stream is exhausted.
     """
 
     def __init__(self, source: AsyncGenerator[BatchContact, None], unlicensed: list[str]):
         super().__init__(source)
         self.unlicensed_userid_list = unlicensed
+        self.skipped_pairs = 0
 
     @property
     def fail_info(self) -> FailInfo:
@@ -178,7 +182,14 @@ class ExternalContactAPI(Namespace):
         """
         path = "externalcontact/list"
         require_id(userid, "userid")
-        page = await self._client._call("GET", path, {"userid": userid})
+        try:
+            page = await self._client._call("GET", path, {"userid": userid})
+        except WeComAPIError as exc:
+            # A member without customers has been answered 84061 ("not external
+            # contact") instead of an empty list (WxJava #1528); path/92113.
+            if exc.errcode == 84061:
+                return []
+            raise
         return builtins.list(
             decode(array_field(page, "external_userid", path), tuple[str, ...], path=path)
         )
@@ -217,24 +228,37 @@ class ExternalContactAPI(Namespace):
         _check_limit(limit)
         unlicensed: builtins.list[str] = []
 
+        async def chunk_pages(
+            chunk: Sequence[str],
+        ) -> AsyncIterator[tuple[Sequence[str], dict[str, Any]]]:
+            async for page in self.batch_get_by_user_pages(chunk, limit=limit):
+                yield chunk, page
+
         async def items() -> AsyncGenerator[BatchContact, None]:
-            sources = [
-                self.batch_get_by_user_pages(chunk, limit=limit)
-                for chunk in chunked(userids, BATCH_MAX_USERIDS)
-            ]
+            sources = [chunk_pages(chunk) for chunk in chunked(userids, BATCH_MAX_USERIDS)]
             # aclosing: closing this stream must close the merge (and cancel its
             # chunk tasks) at once, not whenever the garbage collector runs.
             async with contextlib.aclosing(merge_streams(sources)) as pages:
-                async for page in pages:
+                async for chunk, page in pages:
                     # fail_info comes with every page of a chunk; report each member once.
                     unlicensed.extend(u for u in unlicensed_in(page) if u not in unlicensed)
                     for item in array_field(page, "external_contact_list", path):
-                        yield decode(item, BatchContact, path=path)
+                        pair = usable_pair(item, chunk)
+                        if pair is None:
+                            stream.skipped_pairs += 1
+                            continue
+                        _, _, contact, info = pair
+                        yield decode(
+                            {"external_contact": contact, "follow_info": info},
+                            BatchContact,
+                            path=path,
+                        )
 
-        return BatchGetByUserStream(items(), unlicensed)
+        stream = BatchGetByUserStream(items(), unlicensed)
+        return stream
 
     async def batch_get_by_user_pages(
-        self, userid_list: Iterable[str], *, limit: int = BATCH_MAX_LIMIT
+        self, userid_list: Iterable[str], *, limit: int = BATCH_MAX_LIMIT, cursor: str = ""
     ) -> AsyncIterator[dict[str, Any]]:
         """Yield the raw answer pages of ``batch/get_by_user`` for at most 100 members.
 
@@ -242,8 +266,10 @@ class ExternalContactAPI(Namespace):
 
         The building block under :meth:`batch_get_by_user` for callers that want
         WeCom's JSON as sent (a bulk export) and one chunk at a time (to checkpoint
-        it). When none of the members has an interop licence WeCom answers 701008;
-        that yields one empty page whose ``fail_info`` names them all.
+        it). ``cursor`` starts from a page's ``next_cursor`` instead of the first page
+        (a resumed checkpoint). When none of the members has an interop licence
+        WeCom answers 701008; that yields one empty page whose ``fail_info`` names
+        them all.
 
         Raises:
             WeComInputError: more than 100 userids, or a bad userid or limit.
@@ -260,9 +286,12 @@ class ExternalContactAPI(Namespace):
         async def call(body: Mapping[str, Any]) -> dict[str, Any]:
             return await self._client._call("POST", path, None, body)
 
+        first: dict[str, Any] = {"userid_list": userids, "limit": limit}
+        if cursor:
+            first["cursor"] = cursor
         pages = follow_cursor(
             call,
-            {"userid_list": userids, "limit": limit},
+            first,
             path,
             items_key="external_contact_list",
             max_pages=self._client.max_pages,

@@ -14,6 +14,7 @@ from .external_contact import (
     FollowInfo,
     FollowUser,
     FollowUserTag,
+    SyncedCustomer,
     WechatChannels,
 )
 from .kf import (
@@ -55,5 +56,6 @@ __all__ = [
     "SchoolExternalContactDetail",
     "SessionWechatChannels",
     "SubscriberInfo",
+    "SyncedCustomer",
     "WechatChannels",
 ]

@@ -25,6 +25,7 @@ __all__ = [
     "FollowInfo",
     "FollowUser",
     "FollowUserTag",
+    "SyncedCustomer",
     "WechatChannels",
 ]
 
@@ -159,6 +160,17 @@ class BatchContact:
 
     external_contact: ExternalContact
     follow_info: FollowInfo
+
+
+@attrs.frozen(kw_only=True)
+class SyncedCustomer:
+    """A customer with every member who follows it, as the bulk sync merges them.
+
+    ``follow_info`` holds one :class:`FollowInfo` per following member, by userid.
+    """
+
+    external_contact: ExternalContact
+    follow_info: tuple[FollowInfo, ...] = ()
 
 
 @attrs.frozen(kw_only=True)
