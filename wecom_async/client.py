@@ -529,7 +529,11 @@ class WeComClient:
             or not isinstance(expires_in, int)
             or not 0 < expires_in <= _MAX_EXPIRES_IN
         ):
-            shown = repr(expires_in)[:40]
+            # Only a number is shown: a string may echo the corp secret.
+            if isinstance(expires_in, (int, float)):
+                shown = repr(expires_in)[:40]
+            else:
+                shown = f"a {type(expires_in).__name__}"
             raise WeComDecodeError(f"gettoken answered a bad expires_in: {shown}", path=path)
         return token, expires_in
 
