@@ -193,7 +193,10 @@ class _Budget:
                 client.stats.rate_limited += 1
                 # WeCom blocks the API for everyone who shares the corp's budget
                 # (other apps included): pause it for every caller on this pool.
-                seconds = client._settings.retry.backoff_max
+                # As long as the client says (the longer if a view says more): a
+                # view's short backoff_max is its own patience, not an estimate of
+                # WeCom's block, and must not shorten the pause for every caller.
+                seconds = max(client._settings.retry.backoff_max, client._pause_for)
                 client._pool.pauses.gate(client._corp_id, self._path).pause(seconds)
                 logger.warning(
                     "%s for corp %s answered 45009: pausing it for %.1fs",
@@ -285,6 +288,9 @@ class WeComClient:
         self._limits = normalize_limits(rate_limit)
         policy = retry if retry is not None else RetryPolicy()
         self._settings = _settings(timeout, policy, max_pages)
+        # How long a 45009 pauses the (corp, API): the client's backoff_max, kept
+        # by its views whatever their own policy.
+        self._pause_for = policy.backoff_max
         self._owns_pool = pool is None
         self._pool = pool if pool is not None else SessionPool()
         self._limiter: RateLimiter = (
@@ -350,7 +356,9 @@ class WeComClient:
                                                                    backoff_max=1))
 
         With that policy a call that meets a 45009 pause fails at once with
-        :class:`WeComRateLimitError` rather than wait. The view needs no closing:
+        :class:`WeComRateLimitError` rather than wait. A 45009 the view meets
+        pauses the API for the client's ``backoff_max`` (or the view's, if longer):
+        the view's patience is its own, not the pause of every caller. The view needs no closing:
         closing this client closes it too, and its own :meth:`aclose` does nothing.
         """
         current = self._settings
