@@ -101,6 +101,9 @@ class _Settings:
     timeout: aiohttp.ClientTimeout
     retry: RetryPolicy
     max_pages: int
+    refresh_wait: float
+    """The most a call waits on a token refresh another caller started: as long as
+    its own policy would let a gettoken of its own take (tries and waits)."""
 
 
 class _Answer(NamedTuple):
@@ -504,7 +507,7 @@ class WeComClient:
                 # Taken once the slot is held: a long wait for a slot must not
                 # outlive the token.
                 try:
-                    token = await self._tokens.get(self._fetch_token)
+                    token = await self._tokens.get(self._fetch_token, self._settings.refresh_wait)
                 except WeComError as exc:
                     raise _RefreshFailed(exc) from None
                 query = {**params, "access_token": token}
@@ -654,7 +657,9 @@ def _settings(timeout: object, retry: object, max_pages: object) -> _Settings:
         raise WeComInputError(f"retry must be a RetryPolicy, got {type(retry).__name__}")
     if isinstance(max_pages, bool) or not isinstance(max_pages, int) or max_pages < 1:
         raise WeComInputError(f"max_pages must be an integer >= 1, got {max_pages!r}")
-    return _Settings(aiohttp.ClientTimeout(total=timeout), retry, max_pages)
+    tries = retry.max_attempts
+    refresh_wait = tries * timeout + (tries - 1) * retry.backoff_max
+    return _Settings(aiohttp.ClientTimeout(total=timeout), retry, max_pages, refresh_wait)
 
 
 def _check_base_url(base_url: str) -> str:
