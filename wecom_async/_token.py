@@ -173,7 +173,7 @@ class TokenManager:
         """The current token, refreshing it with ``fetch`` (as a single flight) when needed.
 
         A refresh runs under the policy of the caller that started it; ``max_wait``
-        bounds how long this caller waits on it (its own policy may allow less).
+        bounds how long any other caller waits on it (its own policy may allow less).
         Past it, :class:`~wecom_async.WeComTransportError`; the refresh goes on.
         """
         local = self._local
@@ -183,6 +183,9 @@ class TokenManager:
         if refresh is None:
             refresh = self._refresh = asyncio.ensure_future(self._load(fetch))
             refresh.add_done_callback(self._refresh_done)
+            # Its own fetch, under its own policy: that policy bounds it already
+            # (a pause's jitter may take it a little past max_wait).
+            max_wait = None
         # shield: a caller cancelled while waiting must not cancel the refresh that
         # every other waiter is sharing.
         try:
