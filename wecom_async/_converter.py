@@ -69,10 +69,20 @@ def _structure_str(value: object, _: type) -> str:
 
 
 def _describe(value: object) -> str:
-    text = repr(value)
-    if len(text) > 40:
-        text = text[:37] + "..."
-    return f"{type(value).__name__} {text}"
+    """A misfit value, worded so that it cannot show a secret.
+
+    A server may echo the request (its access token, a corp secret) into any
+    field, so text and containers are described by their size only; numbers,
+    booleans and null, which cannot hold one, are shown as they are.
+    """
+    if value is None or isinstance(value, (bool, int, float)):
+        text = repr(value)
+        return f"{type(value).__name__} {text[:37] + '...' if len(text) > 40 else text}"
+    if isinstance(value, str):
+        return f"a string of {len(value)} characters"
+    if isinstance(value, (list, dict)):
+        return f"{type(value).__name__} of {len(value)} items"
+    return type(value).__name__
 
 
 def _is_homogeneous_tuple(tp: Any) -> bool:

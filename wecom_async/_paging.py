@@ -135,7 +135,8 @@ async def follow_cursor(
             raise WeComDecodeError(f"{path} answered a next_cursor that is not a string", path=path)
         if cursor in seen:
             raise WeComDecodeError(
-                f"{path}: the pager did not end: next_cursor {cursor[:16]!r} came back twice",
+                # The cursor is not shown: a server may echo the access token in it.
+                f"{path}: the pager did not end: a next_cursor came back twice",
                 path=path,
             )
         empty_run = 0 if page.get(items_key) else empty_run + 1

@@ -22,7 +22,7 @@ from typing import Protocol, runtime_checkable
 
 import attrs
 
-from .errors import WeComClosedError
+from .errors import WeComClosedError, WeComTransportError
 
 __all__ = [
     "AccessToken",
@@ -169,8 +169,13 @@ class TokenManager:
             self._seen.append(token.value)
         return token.value
 
-    async def get(self, fetch: Fetch) -> str:
-        """The current token, refreshing it with ``fetch`` (as a single flight) when needed."""
+    async def get(self, fetch: Fetch, max_wait: float | None = None) -> str:
+        """The current token, refreshing it with ``fetch`` (as a single flight) when needed.
+
+        A refresh runs under the policy of the caller that started it; ``max_wait``
+        bounds how long any other caller waits on it (its own policy may allow less).
+        Past it, :class:`~wecom_async.WeComTransportError`; the refresh goes on.
+        """
         local = self._local
         if local is not None and local.is_fresh(self._clock()):
             return local.value
@@ -178,10 +183,23 @@ class TokenManager:
         if refresh is None:
             refresh = self._refresh = asyncio.ensure_future(self._load(fetch))
             refresh.add_done_callback(self._refresh_done)
+            # Its own fetch, under its own policy: that policy bounds it already
+            # (a pause's jitter may take it a little past max_wait).
+            max_wait = None
         # shield: a caller cancelled while waiting must not cancel the refresh that
         # every other waiter is sharing.
         try:
-            return await asyncio.shield(refresh)
+            if max_wait is None:
+                return await asyncio.shield(refresh)
+            return await asyncio.wait_for(asyncio.shield(refresh), max_wait)
+        except asyncio.TimeoutError:
+            if refresh.done():  # the refresh itself timed out: its own error
+                raise
+            raise WeComTransportError(
+                f"gettoken: the token refresh under way outlasted this call's {max_wait:g}s",
+                path="gettoken",
+                retryable=False,
+            ) from None
         except asyncio.CancelledError:
             if self._closed and refresh.cancelled() and not _being_cancelled():
                 # The refresh was cancelled by aclose(), not this caller: say so,

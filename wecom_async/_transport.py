@@ -40,6 +40,7 @@ __all__ = [
 ACCEPT_ENCODING: Final = "gzip, deflate"
 
 _CHUNK: Final = 65536
+_GZIP_MAGIC: Final = b"\x1f\x8b"
 
 
 class ConnectionLost(aiohttp.ClientConnectionError):
@@ -90,6 +91,13 @@ def _over_cap(path: str, cap: int, what: str) -> WeComTransportError:
     )
 
 
+def _trailing(path: str, encoding: str) -> WeComTransportError:
+    # Never retried: the same request gets the same body.
+    return WeComTransportError(
+        f"{path} answered a {encoding} body with data after its end", path=path, retryable=False
+    )
+
+
 async def read_body(resp: aiohttp.ClientResponse, cap: int, path: str) -> bytes:
     """The whole body, decompressed, refusing one that is (or inflates to) over ``cap`` bytes."""
     encoding = resp.headers.get("Content-Encoding", "").strip().lower()
@@ -100,8 +108,10 @@ async def read_body(resp: aiohttp.ClientResponse, cap: int, path: str) -> bytes:
             raise _over_cap(path, cap, f"{length} bytes,")
         return await resp.read()  # aiohttp stops at Content-Length: within the cap
     parts: list[bytes] = []
-    size = 0
+    size = 0  # inflated bytes
+    received = 0  # bytes on the wire
     first = True
+    tail = b""  # bytes after a member's end, too few yet to tell what they are
     async for chunk in resp.content.iter_chunked(_CHUNK):
         if inflater is None:
             size += len(chunk)
@@ -109,11 +119,28 @@ async def read_body(resp: aiohttp.ClientResponse, cap: int, path: str) -> bytes:
                 raise _over_cap(path, cap, "a body")
             parts.append(chunk)
             continue
+        # The wire bytes count too: a stream of empty gzip members inflates to
+        # nothing, however long it runs.
+        received += len(chunk)
+        if received > cap:
+            raise _over_cap(path, cap, f"a {encoding} body")
         if first and encoding == "deflate" and chunk and chunk[0] & 0x0F != 8:
             inflater = zlib.decompressobj(-zlib.MAX_WBITS)  # raw deflate, no header
         first = False
         data = chunk
         while data:
+            if inflater.eof:
+                # Past a member's end. zlib would keep whatever follows in
+                # unused_data, without bound, so it is judged here at once: another
+                # gzip member (RFC 1952 allows several) is inflated on, anything
+                # else is refused rather than read on.
+                data, tail = tail + data, b""
+                if len(data) < len(_GZIP_MAGIC):
+                    tail = data
+                    break
+                if encoding not in ("gzip", "x-gzip") or not data.startswith(_GZIP_MAGIC):
+                    raise _trailing(path, encoding)
+                inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
             try:
                 # max_length: inflate at most one byte past the cap, then stop.
                 out = inflater.decompress(data, cap - size + 1)
@@ -124,10 +151,11 @@ async def read_body(resp: aiohttp.ClientResponse, cap: int, path: str) -> bytes:
             size += len(out)
             if size > cap:
                 raise _over_cap(path, cap, f"a {encoding} body that inflates")
-            parts.append(out)
-            data = inflater.unconsumed_tail
-            if inflater.eof:
-                break
+            if out:
+                parts.append(out)
+            data = inflater.unused_data if inflater.eof else inflater.unconsumed_tail
+    if tail:
+        raise _trailing(path, encoding)
     if inflater is not None and not inflater.eof:
         raise WeComTransportError(f"{path} answered a {encoding} body cut short", path=path)
     return b"".join(parts)

@@ -114,6 +114,9 @@ class _Settings:
     timeout: aiohttp.ClientTimeout
     retry: RetryPolicy
     max_pages: int
+    refresh_wait: float
+    """The most a call waits on a token refresh another caller started: as long as
+    its own policy would let a gettoken of its own take (tries and waits)."""
 
 
 class _Answer(NamedTuple):
@@ -234,7 +237,10 @@ class _Budget:
                 client.stats.rate_limited += 1
                 # WeCom blocks the API for everyone who shares the corp's budget
                 # (other apps included): pause it for every caller on this pool.
-                seconds = client._settings.retry.backoff_max
+                # As long as the client says (the longer if a view says more): a
+                # view's short backoff_max is its own patience, not an estimate of
+                # WeCom's block, and must not shorten the pause for every caller.
+                seconds = max(client._settings.retry.backoff_max, client._pause_for)
                 renewed = client._pool.pauses.gate(client._corp_id, self._path).pause(seconds)
                 pause_started(client._hooks, client._corp_id, self._path, seconds, renewed)
         finally:
@@ -329,6 +335,9 @@ class WeComClient:
         self._limits = normalize_limits(rate_limit)
         policy = retry if retry is not None else RetryPolicy()
         self._settings = _settings(timeout, policy, max_pages)
+        # How long a 45009 pauses the (corp, API): the client's backoff_max, kept
+        # by its views whatever their own policy.
+        self._pause_for = policy.backoff_max
         self._owns_pool = pool is None
         self._pool = pool if pool is not None else SessionPool()
         self._hooks = dispatch_for((*self._pool.hooks, *hook_objects(hooks)))
@@ -397,7 +406,9 @@ class WeComClient:
                                                                    backoff_max=1))
 
         With that policy a call that meets a 45009 pause fails at once with
-        :class:`WeComRateLimitError` rather than wait. The view needs no closing:
+        :class:`WeComRateLimitError` rather than wait. A 45009 the view meets
+        pauses the API for the client's ``backoff_max`` (or the view's, if longer):
+        the view's patience is its own, not the pause of every caller. The view needs no closing:
         closing this client closes it too, and its own :meth:`aclose` does nothing.
         """
         current = self._settings
@@ -570,7 +581,7 @@ class WeComClient:
                 # Taken once the slot is held: a long wait for a slot must not
                 # outlive the token.
                 try:
-                    token = await self._tokens.get(self._fetch_token)
+                    token = await self._tokens.get(self._fetch_token, self._settings.refresh_wait)
                 except WeComError as exc:
                     raise _RefreshFailed(exc) from None
                 query = {**params, "access_token": token}
@@ -621,7 +632,11 @@ class WeComClient:
             or not isinstance(expires_in, int)
             or not 0 < expires_in <= _MAX_EXPIRES_IN
         ):
-            shown = repr(expires_in)[:40]
+            # Only a number is shown: a string may echo the corp secret.
+            if isinstance(expires_in, (int, float)):
+                shown = repr(expires_in)[:40]
+            else:
+                shown = f"a {type(expires_in).__name__}"
             raise WeComDecodeError(f"gettoken answered a bad expires_in: {shown}", path=path)
         return token, expires_in
 
@@ -750,7 +765,9 @@ def _settings(timeout: object, retry: object, max_pages: object) -> _Settings:
         raise WeComInputError(f"retry must be a RetryPolicy, got {type(retry).__name__}")
     if isinstance(max_pages, bool) or not isinstance(max_pages, int) or max_pages < 1:
         raise WeComInputError(f"max_pages must be an integer >= 1, got {max_pages!r}")
-    return _Settings(aiohttp.ClientTimeout(total=timeout), retry, max_pages)
+    tries = retry.max_attempts
+    refresh_wait = tries * timeout + (tries - 1) * retry.backoff_max
+    return _Settings(aiohttp.ClientTimeout(total=timeout), retry, max_pages, refresh_wait)
 
 
 def _check_base_url(base_url: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -102,6 +103,51 @@ async def test_an_encoding_that_was_not_asked_for_is_refused(server: TinyServer)
         with pytest.raises(WeComTransportError, match="Content-Encoding"):
             await client.external_contact.list("u")
     assert server.hits == 1
+
+
+async def test_a_gzip_body_with_an_endless_tail_is_refused_without_reading_on(
+    server: TinyServer,
+) -> None:
+    # A small, valid gzip member, then garbage without end (chunked, so no length
+    # stops aiohttp): zlib keeps whatever follows the member in unused_data, so a
+    # reader that goes on after the member's end holds the whole tail in memory.
+    written = 0
+
+    async def tail(request: web.Request) -> web.StreamResponse:
+        nonlocal written
+        resp = web.StreamResponse(headers={"Content-Encoding": "gzip"})
+        await resp.prepare(request)
+        await resp.write(gzipped(json.dumps(OK).encode()))
+        block = b"\x00" * 65536
+        with contextlib.suppress(ConnectionError):
+            while written < 256 << 20:  # ends the test if the client never stops
+                await resp.write(block)
+                written += len(block)
+        return resp
+
+    server.route = tail
+    async with (
+        SessionPool(max_body_bytes=1 << 20) as pool,
+        WeComClient(
+            CORP_ID, SECRET, base_url=server.base_url, pool=pool, retry=policy(4), timeout=60
+        ) as client,
+    ):
+        with pytest.raises(WeComTransportError, match="after its end") as info:
+            await asyncio.wait_for(client.external_contact.list("u"), 30)
+    assert not info.value.retryable  # the same request gets the same tail
+    assert server.hits == 1
+    # The client stopped reading at the member's end: what the server got rid of is
+    # what the socket buffers took, far short of the 256 MiB it had to send.
+    assert written < 32 << 20, written
+
+
+async def test_a_multi_member_gzip_body_is_read_whole(server: TinyServer) -> None:
+    # RFC 1952: a gzip file may be several members, one after the other.
+    raw = json.dumps(OK).encode()
+    body = gzipped(raw[:10]) + gzipped(b"") + gzipped(raw[10:])
+    server.route = lambda request: encoded(body, "gzip")
+    async with WeComClient(CORP_ID, SECRET, base_url=server.base_url, retry=policy(1)) as c:
+        assert await c.external_contact.list("u") == ["wm1", "wm2"]
 
 
 _CHILD = textwrap.dedent(

@@ -116,6 +116,30 @@ async def test_a_caller_with_a_short_budget_fails_fast_during_a_pause(server: Ti
     assert calls == 1  # and it sent nothing into the block
 
 
+async def test_a_short_tempered_view_does_not_shorten_the_pause_for_everyone(
+    server: TinyServer,
+) -> None:
+    # The web handler's view meets the 45009 itself. The pause it starts is the
+    # client's (30 s), not the view's 1 s: else the view would probe WeCom's block
+    # every second, and the batch callers of the client would come back too early.
+    server.route = lambda request: web.json_response(
+        {"errcode": 45009, "errmsg": "api freq out of limit"}
+    )
+    batch = RetryPolicy(max_attempts=1, backoff_max=30.0)
+    async with WeComClient(CORP_ID, SECRET, base_url=server.base_url, retry=batch) as client:
+        web_handler = client.with_options(retry=RetryPolicy(max_attempts=3, backoff_max=1.0))
+        started = time.monotonic()
+        for _ in range(3):
+            with pytest.raises(WeComRateLimitError):
+                await web_handler.external_contact.list("u")
+        assert time.monotonic() - started < 1.0  # none of them waited the view's 1 s
+        # The pause has the client's length: a caller that would wait 5 s is refused.
+        patient = client.with_options(retry=RetryPolicy(max_attempts=1, backoff_max=5.0))
+        with pytest.raises(WeComRateLimitError, match="paused"):
+            await patient.external_contact.list("u")
+    assert server.hits == 1  # one 45009, then nothing sent into the block
+
+
 async def test_http_429_waits_for_retry_after(server: TinyServer, sleeps: SleepLog) -> None:
     async def busy_once(request: web.Request) -> web.Response:
         if server.hits == 1:

@@ -285,6 +285,50 @@ async def test_secrets_echoed_by_the_server_are_masked_everywhere(
         assert token[:20] not in text and SECRET not in text, text
 
 
+async def test_secrets_echoed_into_fields_are_never_shown(
+    server: TinyServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A server that copies the request's query into the fields the client words its
+    # decode errors from: an int field, a cursor, gettoken's expires_in.
+    def echo(request: web.Request) -> web.Response:
+        token = request.query["access_token"]
+        if request.path.endswith("externalcontact/get"):
+            contact = {"external_userid": "wm1", "gender": token}
+            return web.json_response({"errcode": 0, "external_contact": contact})
+        # externalcontact/batch/get_by_user: the same cursor, the token, twice
+        page = {"errcode": 0, "external_contact_list": [], "next_cursor": token}
+        return web.json_response(page)
+
+    server.route = echo
+    policy = RetryPolicy(max_attempts=1)
+    errors: list[BaseException] = []
+    with caplog.at_level(logging.DEBUG, logger="wecom_async"):
+        async with WeComClient(CORP_ID, SECRET, base_url=server.base_url, retry=policy) as c:
+            with pytest.raises(WeComDecodeError) as info:
+                await c.external_contact.get("wm1")
+            errors.append(info.value)
+            with pytest.raises(WeComDecodeError) as info:
+                [item async for item in c.external_contact.batch_get_by_user(["u"])]
+            errors.append(info.value)
+            token = server.arrivals[-1].query["access_token"]
+        server.gettoken = lambda request: web.json_response(
+            {"errcode": 0, "access_token": "T-X", "expires_in": request.query["corpsecret"]}
+        )
+        async with WeComClient(CORP_ID, SECRET, base_url=server.base_url, retry=policy) as c:
+            with pytest.raises(WeComDecodeError) as info:
+                await c.external_contact.list("u")
+            errors.append(info.value)
+    shown: list[str] = []
+    for error in errors:
+        chain: BaseException | None = error
+        while chain is not None:  # a logged traceback shows the causes too
+            shown += [str(chain), repr(chain)]
+            chain = chain.__cause__ or chain.__context__
+    shown += [r.getMessage() for r in caplog.records]
+    for text in shown:
+        assert token[:12] not in text and SECRET[:12] not in text, text
+
+
 async def test_a_call_leaves_no_reference_cycles_behind(server: TinyServer) -> None:
     # Cyclic garbage is paid for in collector passes over every live object: with
     # tenacity's controller left in a cycle, B2's CPU per request rose by a quarter.

@@ -10,7 +10,7 @@ from aiohttp import web
 
 from tests.conftest import CORP_ID, SECRET
 from tests.servers import TinyServer
-from wecom_async import RetryPolicy, SessionPool, WeComClient, WeComDecodeError
+from wecom_async import RetryPolicy, SessionPool, WeComClient, WeComDecodeError, WeComError
 
 OK = {"errcode": 0, "external_userid": ["wm1"]}
 
@@ -76,3 +76,32 @@ async def test_an_absurd_expires_in_is_a_decode_error(server: TinyServer, expire
     ) as client:
         with pytest.raises(WeComDecodeError, match="expires_in"):
             await client.external_contact.list("u")
+
+
+async def test_a_view_waits_on_a_shared_refresh_no_longer_than_its_own_policy(
+    server: TinyServer,
+) -> None:
+    # The batch client's call starts the refresh; gettoken answers 45009, so the
+    # refresh waits out a 30 s pause. A web handler's view ("answer within a couple
+    # of seconds, no minute-long 45009 waits") must not hang on it for those 30 s.
+    asked = asyncio.Event()
+
+    def gettoken(request: web.Request) -> web.Response:
+        asked.set()
+        return web.json_response({"errcode": 45009, "errmsg": "api freq out of limit"})
+
+    server.gettoken = gettoken
+    batch = RetryPolicy(max_attempts=2, backoff_max=30.0)
+    async with WeComClient(CORP_ID, SECRET, base_url=server.base_url, retry=batch) as client:
+        batch_call = asyncio.ensure_future(client.external_contact.list("u"))
+        await asyncio.wait_for(asked.wait(), 5)  # the refresh is under way, and paused
+        fast = client.with_options(timeout=0.5, retry=RetryPolicy(max_attempts=2, backoff_max=0.5))
+        started = time.monotonic()
+        with pytest.raises(WeComError):
+            await asyncio.wait_for(fast.external_contact.list("u"), 10)
+        # Its own policy allows 2 tries of 0.5 s and a 0.5 s wait: 1.5 s at most.
+        assert time.monotonic() - started < 2.5
+        assert not batch_call.done()  # the shared refresh goes on for the others
+    with pytest.raises(WeComError):
+        await batch_call  # closed with the client
+    assert server.gettoken_calls == 1
