@@ -7,6 +7,7 @@ them, and puts their answers back in order.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import (
     AsyncGenerator,
     AsyncIterator,
@@ -122,7 +123,9 @@ async def follow_cursor(
     """
     page = await call(params)
     yield page
-    seen: set[str] = set()
+    # Digests, not the cursors: a server may hand out cursors as long as the body
+    # cap allows, and a thousand of those would not fit in memory.
+    seen: set[bytes] = set()
     pages = 1
     empty_run = 0
     while True:
@@ -133,7 +136,8 @@ async def follow_cursor(
             return
         if not isinstance(cursor, str):
             raise WeComDecodeError(f"{path} answered a next_cursor that is not a string", path=path)
-        if cursor in seen:
+        digest = hashlib.blake2b(cursor.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+        if digest in seen:
             raise WeComDecodeError(
                 # The cursor is not shown: a server may echo the access token in it.
                 f"{path}: the pager did not end: a next_cursor came back twice",
@@ -152,7 +156,7 @@ async def follow_cursor(
                 f"(max_pages={max_pages})",
                 path=path,
             )
-        seen.add(cursor)
+        seen.add(digest)
         pages += 1
         page = await call({**params, cursor_key: cursor})
         yield page

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import os
 import subprocess
 import sys
 import textwrap
+import tracemalloc
 import zlib
 from pathlib import Path
 from typing import Any
@@ -300,3 +302,55 @@ async def test_not_found_never_trips_the_breaker(server: TinyServer) -> None:
     assert got == []
     assert len(stream.failures) == 60
     assert all(isinstance(e, WeComNotFoundError) for e in stream.failures.values())
+
+
+async def test_a_pager_with_huge_cursors_keeps_memory_bounded(server: TinyServer) -> None:
+    # Every cursor is a fresh 900 KB: the pager must remember that it saw them without
+    # keeping them (40 pages would otherwise hold 36 MB).
+    served = 0
+
+    def page(request: web.Request) -> web.Response:
+        nonlocal served
+        served += 1
+        cursor = f"{served:08d}" + "c" * 900_000  # under aiohttp's 1 MiB request-body warning
+        pair = {"external_contact": {"external_userid": "wm1"}, "follow_info": {"userid": "u1"}}
+        body = json.dumps({"errcode": 0, "external_contact_list": [pair], "next_cursor": cursor})
+        # A BytesIO: aiohttp warns about large raw bodies, and warnings are errors here.
+        return web.Response(body=io.BytesIO(body.encode()), content_type="application/json")
+
+    server.route = page
+    async with WeComClient(CORP_ID, SECRET, base_url=server.base_url, max_pages=40) as client:
+        pages = client.external_contact.batch_get_by_user_pages(["u1"])
+        tracemalloc.start()
+        try:
+            with pytest.raises(WeComDecodeError, match="pager did not end"):
+                async for _ in pages:
+                    pass
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert served == 40
+    assert peak < 16 << 20, f"peak {peak / 2**20:.0f} MiB"
+
+
+async def test_a_cursor_with_a_lone_surrogate_is_followed_not_crashed_on(
+    server: TinyServer,
+) -> None:
+    served = 0
+
+    def page(request: web.Request) -> web.Response:
+        nonlocal served
+        served += 1
+        cursor = "\\ud83d" if served == 1 else ""
+        # Raw JSON text: the escape must reach the client as a lone surrogate.
+        body = (
+            '{"errcode": 0, "external_contact": {"external_userid": "wm1"}, '
+            '"follow_user": [], "next_cursor": "' + cursor + '"}'
+        )
+        return web.Response(text=body, content_type="application/json")
+
+    server.route = page
+    async with WeComClient(CORP_ID, SECRET, base_url=server.base_url) as client:
+        detail = await client.external_contact.get("wm1")
+    assert detail.follow_user == ()
+    assert served == 2
