@@ -131,6 +131,16 @@ class SlidingWindow:
         for w in self._windows:
             w.in_flight += 1
 
+    def spend(self, now: float) -> None:
+        """Count every free slot as used until one period after ``now``.
+
+        For a window that takes over from another it cannot see (a shared one that
+        became unreachable): the period so far may have been spent already.
+        """
+        for w in self._windows:
+            free = w.limit.max_calls - w.in_flight - len(w.free_at)
+            w.free_at.extend([now + w.limit.period] * max(0, free))
+
     async def acquire(self) -> RateSlot:
         """Wait for a slot in every window, take it, and return it for release."""
         loop = asyncio.get_running_loop()
