@@ -301,12 +301,19 @@ class FallbackRateLimiter(_Outage):
 
     async def recover(self) -> None:
         await self._shared.ping()
-        now = asyncio.get_running_loop().time()
-        for key, slots in list(self._alone.items()):
+        # Slots taken while a report is on its way join the next one: the store is
+        # called back only once nothing taken alone is left unreported.
+        while self._alone:
+            key, slots = self._alone.popitem()
             corp_id, path, limits = key
-            shared = await self._shared.record(
-                corp_id, path, limits, [slot.taken(now) for slot in slots]
-            )
+            now = asyncio.get_running_loop().time()
+            try:
+                shared = await self._shared.record(
+                    corp_id, path, limits, [slot.taken(now) for slot in slots]
+                )
+            except BaseException:
+                self._alone.setdefault(key, []).extend(slots)
+                raise
             for slot in slots:
                 ending = shared.get(slot.member)
                 if ending is None:
@@ -314,7 +321,6 @@ class FallbackRateLimiter(_Outage):
                 slot.shared = ending
                 if slot.back_at is not None:  # answered while the report was on its way
                     ending.release()
-            del self._alone[key]
         self._windows.clear()
 
     async def flush(self) -> None:

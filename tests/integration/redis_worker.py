@@ -15,8 +15,7 @@ from collections import Counter
 import attrs
 import redis.asyncio as aioredis
 
-from wecom_async import RateLimit, RetryPolicy, WeComClient, WeComError
-from wecom_async import RateLimiter, TokenStore
+from wecom_async import RateLimit, RateLimiter, RetryPolicy, TokenStore, WeComClient, WeComError
 from wecom_async.redis import (
     FallbackRateLimiter,
     FallbackTokenStore,

@@ -98,7 +98,13 @@ class RedisOps:
 
     async def _gated(self, op: Callable[[], Awaitable[T]]) -> T:
         async with self.connections:
-            return await op()
+            try:
+                return await op()
+            except RedisConnectionError:
+                # A pooled connection that died while idle (Redis restarted) fails
+                # once; the pool connects afresh for the second try. The operations
+                # here are idempotent (scripts keyed by the caller's own member).
+                return await op()
 
 
 def _unreachable(text: str, exc: BaseException | None) -> WeComStoreError:
