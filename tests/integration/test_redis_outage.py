@@ -131,7 +131,7 @@ async def test_500_waiters_make_at_most_10_redis_commands_per_request(
 ) -> None:
     r = aioredis.Redis.from_url(proxy.url())
     async with FakeWeCom(customers=600, rate_limits=(), latency=(0.0, 0.005)) as fake:
-        async with _client(fake, r, redis_prefix, rate_limit=RateLimit(100, 0.5)) as client:
+        async with _client(fake, r, redis_prefix, rate_limit=RateLimit(125, 1.0)) as client:
             await asyncio.gather(
                 *(client.external_contact.get(fake.corp.customer_id(i)) for i in range(500))
             )
