@@ -131,6 +131,16 @@ class SlidingWindow:
         for w in self._windows:
             w.in_flight += 1
 
+    def spend(self, now: float) -> None:
+        """Count every free slot as used until one period after ``now``.
+
+        For a window that takes over from another it cannot see (a shared one that
+        became unreachable): the period so far may have been spent already.
+        """
+        for w in self._windows:
+            free = w.limit.max_calls - w.in_flight - len(w.free_at)
+            w.free_at.extend([now + w.limit.period] * max(0, free))
+
     async def acquire(self) -> RateSlot:
         """Wait for a slot in every window, take it, and return it for release."""
         loop = asyncio.get_running_loop()
@@ -226,7 +236,9 @@ class RateLimiter(Protocol):
     every limit in ``limits``, and returns the slot it took; the caller calls the
     slot's ``release()`` exactly once, when the answer (or failure) came back. A
     limiter whose releases run in the background may offer ``async def flush()``,
-    which a closing client awaits.
+    which a closing client awaits. A limiter shared between processes may offer
+    ``async def pause(corp_id, path, seconds)``: the client calls it on a 45009, so
+    that every process sharing the budget waits the pause out.
     """
 
     async def acquire(self, corp_id: str, path: str, limits: tuple[RateLimit, ...]) -> RateSlot: ...

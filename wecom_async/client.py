@@ -59,6 +59,7 @@ from .errors import (
     WeComError,
     WeComInputError,
     WeComRateLimitError,
+    WeComStoreError,
     WeComTokenError,
     WeComTransportError,
     error_for_errcode,
@@ -243,6 +244,7 @@ class _Budget:
                 seconds = max(client._settings.retry.backoff_max, client._pause_for)
                 renewed = client._pool.pauses.gate(client._corp_id, self._path).pause(seconds)
                 pause_started(client._hooks, client._corp_id, self._path, seconds, renewed)
+                await _share_pause(client, self._path, seconds)
         finally:
             self._release()
             answered = exc is None or isinstance(exc, (WeComAPIError, WeComDecodeError))
@@ -257,6 +259,24 @@ class _Budget:
                 paused_for = asyncio.get_running_loop().time() - gate.paused_since
                 client = self._client
                 pause_ended(client._hooks, client._corp_id, self._path, paused_for)
+
+
+async def _share_pause(client: WeComClient, path: str, seconds: float) -> None:
+    """Tell a shared limiter (Redis) of the pause, so that every process waits it out."""
+    share = getattr(client._limiter, "pause", None)
+    if share is None:
+        return
+    try:
+        await share(client._corp_id, path, seconds)
+    except WeComStoreError as exc:
+        # This process pauses anyway; the others meet their own 45009 if it lasts.
+        logger.warning(
+            "could not share a 45009 pause of %s for corp %s: %s",
+            path,
+            client._corp_id,
+            exc,
+            extra=log_fields(client._corp_id, path, PAUSING_ERRCODE),
+        )
 
 
 class _RefreshFailed(Exception):

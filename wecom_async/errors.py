@@ -117,9 +117,13 @@ class WeComStoreError(WeComError):
     """The shared store (Redis) behind a token store or rate limiter failed.
 
     Retried like a transport fault, since a store that restarts comes back.
+    ``unreachable`` is true when the store did not answer (refused, reset, or past
+    its time limit): an outage, which a fallback wrapper may ride out locally. A
+    store that answered with an error (a misconfiguration) is not retryable.
     """
 
     retryable = True
+    unreachable = False
 
 
 class WeComAPIError(WeComError):

@@ -15,16 +15,22 @@ from collections import Counter
 import attrs
 import redis.asyncio as aioredis
 
-from wecom_async import RateLimit, RetryPolicy, WeComClient, WeComError
-from wecom_async.redis import RedisRateLimiter, RedisTokenStore
+from wecom_async import RateLimit, RateLimiter, RetryPolicy, TokenStore, WeComClient, WeComError
+from wecom_async.redis import (
+    FallbackRateLimiter,
+    FallbackTokenStore,
+    RedisRateLimiter,
+    RedisTokenStore,
+)
 
 
 async def work(args: argparse.Namespace) -> dict[str, object]:
     r = aioredis.Redis.from_url(args.redis, socket_timeout=1, socket_connect_timeout=1)
-    store = RedisTokenStore(r, prefix=args.prefix, on_error=args.on_error)
-    limiter = RedisRateLimiter(
-        r, prefix=args.prefix, on_error=args.on_error, fallback_share=args.share
-    )
+    store: TokenStore = RedisTokenStore(r, prefix=args.prefix)
+    limiter: RateLimiter = RedisRateLimiter(r, prefix=args.prefix)
+    if args.on_error == "local":
+        store = FallbackTokenStore(RedisTokenStore(r, prefix=args.prefix))
+        limiter = FallbackRateLimiter(RedisRateLimiter(r, prefix=args.prefix), share=args.share)
     policy = RetryPolicy(max_attempts=args.attempts, backoff_base=0.05, backoff_max=0.6)
     client = WeComClient(
         args.corp_id,

@@ -23,7 +23,12 @@ import redis.asyncio as aioredis
 
 from wecom_async import AccessToken, RateLimit, WeComStoreError
 from wecom_async._token import TokenManager
-from wecom_async.redis import RedisRateLimiter, RedisTokenStore
+from wecom_async.redis import (
+    FallbackRateLimiter,
+    FallbackTokenStore,
+    RedisRateLimiter,
+    RedisTokenStore,
+)
 from wecom_async.testing import FakeWeCom
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -275,19 +280,24 @@ async def test_unreachable_redis_raises_or_falls_back_as_configured(
     with pytest.raises(WeComStoreError, match="Redis is unreachable for the token store"):
         await RedisTokenStore(r).get("k")
     limits = (RateLimit(2, 0.1),)
-    with pytest.raises(WeComStoreError, match="rate limiter"):
+    with pytest.raises(WeComStoreError, match="rate limiter") as raised:
         await RedisRateLimiter(r).acquire("corp", "path", limits)
+    assert raised.value.unreachable and raised.value.retryable
 
     with caplog.at_level(logging.WARNING, logger="wecom_async"):
-        store = RedisTokenStore(r, on_error="local")
+        store = FallbackTokenStore(RedisTokenStore(r))
         await store.set("k", AccessToken("T", time.time() + 100))
         assert (await store.get("k")) is not None
-        slot = await RedisRateLimiter(r, on_error="local").acquire("corp", "path", limits)
+        limiter = FallbackRateLimiter(RedisRateLimiter(r))
+        # The local window starts spent: the first slot comes one period later.
+        started = time.monotonic()
+        slot = await limiter.acquire("corp", "path", limits)
+        assert time.monotonic() - started >= 0.09
         slot.release()
+        await limiter.flush()
     warnings = [rec.getMessage() for rec in caplog.records if rec.levelno == logging.WARNING]
-    assert any("token store" in w for w in warnings)
-    assert any("rate limiter" in w for w in warnings)
-    assert len([w for w in warnings if "token store" in w]) == 1  # once per outage
+    assert len([w for w in warnings if "RedisTokenStore" in w]) == 1  # once per outage
+    assert len([w for w in warnings if "RedisRateLimiter" in w]) == 1
     await r.aclose()
 
 

@@ -40,12 +40,21 @@ async def run_worker(
     )
     assert proc.stdout is not None
     lines: list[str] = []
-    async with asyncio.timeout(60):
+
+    async def read_until_it_ends() -> tuple[list[str], int]:
+        assert proc.stdout is not None
         while line := (await proc.stdout.readline()).decode().strip():
             lines.append(line)
             if line == "hold":
                 proc.send_signal(signal.SIGKILL)
         return lines, await proc.wait()
+
+    try:
+        return await asyncio.wait_for(read_until_it_ends(), 60)  # 3.10 has no asyncio.timeout
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
 
 
 @pytest.mark.parametrize("where", ["before_send", "after_send"])
