@@ -191,15 +191,17 @@ class TokenManager:
         try:
             if max_wait is None:
                 return await asyncio.shield(refresh)
-            return await asyncio.wait_for(asyncio.shield(refresh), max_wait)
-        except asyncio.TimeoutError:
-            if refresh.done():  # the refresh itself timed out: its own error
-                raise
-            raise WeComTransportError(
-                f"gettoken: the token refresh under way outlasted this call's {max_wait:g}s",
-                path="gettoken",
-                retryable=False,
-            ) from None
+            # asyncio.wait, not wait_for: on 3.11, wait_for swallows a cancellation
+            # that lands as the refresh completes, and the cancelled caller runs on.
+            # wait never cancels what it waits for, so the refresh goes on regardless.
+            await asyncio.wait((refresh,), timeout=max_wait)
+            if not refresh.done():
+                raise WeComTransportError(
+                    f"gettoken: the token refresh under way outlasted this call's {max_wait:g}s",
+                    path="gettoken",
+                    retryable=False,
+                )
+            return refresh.result()
         except asyncio.CancelledError:
             if self._closed and refresh.cancelled() and not _being_cancelled():
                 # The refresh was cancelled by aclose(), not this caller: say so,

@@ -245,3 +245,29 @@ async def test_closing_during_a_token_fetch_tells_waiters_the_client_closed() ->
     await manager.aclose()
     with pytest.raises(WeComClosedError):
         await waiter
+
+
+async def test_a_caller_cancelled_as_the_refresh_completes_stays_cancelled() -> None:
+    # On 3.11, asyncio.wait_for swallowed a cancellation landing just as the awaited
+    # refresh completed: the cancelled caller ran on, and a merge_streams consumer
+    # that was waiting for it to end hung for ever. Cancel at every step around the
+    # completion; each cancellation that was accepted must end the caller.
+    for steps in range(8):
+        manager = TokenManager("k", MemoryTokenStore())
+        gate = asyncio.Event()
+
+        async def fetch() -> tuple[str, float]:
+            await gate.wait()
+            return "T1", 7200
+
+        first = asyncio.create_task(manager.get(fetch))
+        await asyncio.sleep(0)
+        second = asyncio.create_task(manager.get(fetch, max_wait=5.0))
+        await asyncio.sleep(0)
+        gate.set()
+        for _ in range(steps):
+            await asyncio.sleep(0)
+        accepted = second.cancel()
+        await asyncio.gather(first, second, return_exceptions=True)
+        if accepted:
+            assert second.cancelled(), f"a cancellation was swallowed after {steps} steps"
