@@ -256,7 +256,7 @@ async def test_a_caller_cancelled_as_the_refresh_completes_stays_cancelled() -> 
         manager = TokenManager("k", MemoryTokenStore())
         gate = asyncio.Event()
 
-        async def fetch() -> tuple[str, float]:
+        async def fetch(gate: asyncio.Event = gate) -> tuple[str, float]:
             await gate.wait()
             return "T1", 7200
 
