@@ -22,7 +22,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 from . import __version__
-from ._converter import LENIENT
+from ._wire import to_dict
 from .client import DEFAULT_BASE_URL, ClientStats, WeComClient
 from .errors import WeComError, WeComInputError, WeComPermissionError
 from .sync import DEFAULT_MAX_STATE_AGE, SyncProgress, SyncReport, sync_customers
@@ -267,20 +267,6 @@ def _print_json(value: Any) -> None:
     sys.stdout.write("\n")
 
 
-def _wire(value: Any) -> Any:
-    """A model as WeCom's JSON: attrs unstructured, fields that were absent left out."""
-    data = LENIENT.unstructure(value)
-
-    def drop_none(v: Any) -> Any:
-        if isinstance(v, dict):
-            return {k: drop_none(x) for k, x in v.items() if x is not None}
-        if isinstance(v, (list, tuple)):
-            return [drop_none(x) for x in v]
-        return v
-
-    return drop_none(data)
-
-
 class _Progress:
     """Sync progress on stderr: a rich bar on a terminal, otherwise one line per phase.
 
@@ -428,7 +414,7 @@ def _print_report(report: SyncReport, stats: ClientStats) -> None:
 async def _customer_get(args: argparse.Namespace) -> int:
     async with _client(args) as client:
         detail = await client.external_contact.get(args.external_userid)
-    _print_json(_wire(detail))
+    _print_json(to_dict(detail))
     return 0
 
 
@@ -437,7 +423,7 @@ async def _kf_customers(args: argparse.Namespace) -> int:
         batch = await client.kf.batchget_customers(
             args.external_userid, need_enter_session_context=args.context
         )
-    _print_json(_wire(batch))
+    _print_json(to_dict(batch))
     return 0
 
 
