@@ -467,7 +467,7 @@ async def _demo(args: argparse.Namespace) -> int:
         members=args.members,
         seed=args.seed,
         latency=(mean * 0.5, mean * 1.5),
-        rate_limits=[(rate, 1.0)],
+        rate_limits=[RateLimit(rate, 1.0)],
     )
     with contextlib.ExitStack() as stack:
         out = args.out

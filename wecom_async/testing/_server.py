@@ -22,6 +22,8 @@ from typing import Any
 import attrs
 from aiohttp import web
 
+from .._ratelimit import DEFAULT_LIMITS, RateLimit
+from ..client import WeComClient
 from ._callbacks import CallbackControls, FakeCallbacks
 from ._data import FakeCorp, _mix
 from ._kf import FakeKf
@@ -29,7 +31,7 @@ from ._kf import FakeKf
 __all__ = ["FakeCall", "FakeStats", "FakeWeCom", "Faults"]
 
 #: WeCom's documented per-corp, per-API limits: 10,000 a minute, 150,000 an hour.
-WECOM_LIMITS: tuple[tuple[int, float], ...] = ((10_000, 60.0), (150_000, 3600.0))
+WECOM_LIMITS: tuple[RateLimit, ...] = DEFAULT_LIMITS
 
 _HTML_502 = (
     "<html><head><title>502 Bad Gateway</title></head>"
@@ -173,6 +175,10 @@ def _decode_cursor(cursor: str, count: int) -> list[str]:
     return parts
 
 
+def _as_rate_limit(limit: RateLimit | tuple[int, float]) -> RateLimit:
+    return limit if isinstance(limit, RateLimit) else RateLimit(*limit)
+
+
 def _int_field(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError
@@ -191,8 +197,9 @@ class FakeWeCom(CallbackControls):
             seed: the corp's data (see :class:`FakeCorp`).
         page_size: followers per ``externalcontact/get`` page (WeCom's is 500).
         token_ttl: seconds an access token lives (``expires_in``).
-        rate_limits: ``(max_calls, period)`` pairs enforced per API path as sliding
-            windows; WeCom's own by default; an empty sequence enforces none.
+        rate_limits: :class:`~wecom_async.RateLimit` objects enforced per API path as
+            sliding windows; WeCom's own by default; an empty sequence enforces none.
+            (``(max_calls, period)`` pairs are still taken.)
         rate_scale: multiplies every limit's ``max_calls`` (0.01 gives 100/min).
         block_on_violation: after a 45009, answer 45009 for the rest of that
             limit's period, as WeCom blocks a corp for the rest of the minute.
@@ -221,7 +228,7 @@ class FakeWeCom(CallbackControls):
         seed: int = 1,
         page_size: int = 500,
         token_ttl: float = 7200.0,
-        rate_limits: Sequence[tuple[int, float]] = WECOM_LIMITS,
+        rate_limits: Sequence[RateLimit | tuple[int, float]] = WECOM_LIMITS,
         rate_scale: float = 1.0,
         block_on_violation: bool = True,
         max_concurrency: int | None = None,
@@ -250,8 +257,10 @@ class FakeWeCom(CallbackControls):
         self.page_size = page_size
         self.token_ttl = token_ttl
         self.limits = tuple(
-            (max(1, math.floor(count * rate_scale)), float(period)) for count, period in rate_limits
+            RateLimit(max(1, math.floor(limit.max_calls * rate_scale)), limit.period)
+            for limit in map(_as_rate_limit, rate_limits)
         )
+        """The limits enforced per API path, scaled; :meth:`client` keeps to them."""
         self.block_on_violation = block_on_violation
         self.max_concurrency = max_concurrency
         self.faults = faults or Faults()
@@ -341,10 +350,14 @@ class FakeWeCom(CallbackControls):
     ) -> None:
         await self.aclose()
 
-    def client(self, **kwargs: Any) -> Any:
-        """A :class:`~wecom_async.WeComClient` for this fake's corp; kwargs pass through."""
-        from ..client import WeComClient
+    def client(self, **kwargs: Any) -> WeComClient:
+        """A :class:`~wecom_async.WeComClient` for this fake's corp and its limits.
 
+        The client keeps to the limits this fake enforces (:attr:`limits`, scaled),
+        not WeCom's, unless ``rate_limit`` is given; other keyword arguments go to
+        :class:`~wecom_async.WeComClient` as they are.
+        """
+        kwargs.setdefault("rate_limit", self.limits)
         return WeComClient(self.corp_id, self.corp_secret, base_url=self.base_url, **kwargs)
 
     # -- controls for tests --
@@ -487,7 +500,7 @@ class FakeWeCom(CallbackControls):
             return {"errcode": 45033, "errmsg": "api concurrent out of limit"}
         windows = self._windows.get(path)
         if windows is None:
-            windows = self._windows[path] = [_Window(c, p) for c, p in self.limits]
+            windows = self._windows[path] = [_Window(w.max_calls, w.period) for w in self.limits]
         violated: _Window | None = None
         for w in windows:
             w.arrivals.append(now)
