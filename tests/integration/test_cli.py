@@ -269,3 +269,34 @@ def test_ctrl_c_interrupts_cleanly_and_the_next_run_resumes(tmp_path: Path) -> N
         assert sorted(read_ids(out)) == sorted(CORP.customer_id(i) for i in range(300))
     finally:
         slow.stop()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("sync", "--out", ""),
+        ("sync", "--out", "x.jsonl", "--state", " "),
+        ("demo", "--out", ""),
+    ],
+)
+def test_an_empty_path_is_a_usage_error(args: tuple[str, ...], tmp_path: Path) -> None:
+    env = {**os.environ, "WECOM_CORP_ID": "ww1", "WECOM_CORP_SECRET": "s"}
+    result = subprocess.run(
+        [*CMD, *args], env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
+    assert result.returncode == 2, result.stderr
+    assert "an empty path names no file" in result.stderr
+    assert "unexpected" not in result.stderr and "Traceback" not in result.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing was started, nothing was written
+
+
+def test_every_wecom_command_shares_the_same_options() -> None:
+    from wecom_async.cli import _parser
+
+    parser = _parser()
+    for argv in (["sync", "--out", "x"], ["customer", "get", "wm1"], ["kf", "customers", "wm1"]):
+        args = parser.parse_args([*argv, "--base-url", "http://127.0.0.1:1/", "--timeout", "2"])
+        assert (args.base_url, args.timeout) == ("http://127.0.0.1:1/", 2.0)
+        assert callable(args.run)  # dispatched by set_defaults, not by a table of names
+    assert parser.parse_args(["-vv", "demo"]).verbose == 2
+    assert parser.parse_args(["demo", "-v"]).verbose == 1
