@@ -201,7 +201,9 @@ class RateSlot(Protocol):
     counting it twice would free a slot that is still in use.
     """
 
-    def release(self) -> None: ...
+    def release(self) -> None:
+        """Give the slot back: its window counts it until ``period`` after now."""
+        ...
 
 
 class _LocalSlot:
@@ -229,7 +231,9 @@ class RateLimiter(Protocol):
     which a closing client awaits.
     """
 
-    async def acquire(self, corp_id: str, path: str, limits: tuple[RateLimit, ...]) -> RateSlot: ...
+    async def acquire(self, corp_id: str, path: str, limits: tuple[RateLimit, ...]) -> RateSlot:
+        """Wait for a slot for ``path`` of ``corp_id`` under every limit; return it."""
+        ...
 
 
 class LocalRateLimiter:
@@ -257,6 +261,7 @@ class LocalRateLimiter:
             )
 
     async def acquire(self, corp_id: str, path: str, limits: tuple[RateLimit, ...]) -> RateSlot:
+        """Wait for a slot for ``path`` of ``corp_id`` under every limit; return it."""
         key = (corp_id, path)
         window = self._windows.get(key)
         if window is None:

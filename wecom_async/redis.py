@@ -187,6 +187,8 @@ class RedisTokenStore:
         return f"{self._prefix}:token:{key}"
 
     async def get(self, key: str) -> AccessToken | None:
+        """The token cached in Redis for ``key``, or None."""
+
         async def remote() -> AccessToken | None:
             raw = await self._redis.hgetall(self._key(key))
             # Keys and values are bytes, or str on a client with decode_responses=True.
@@ -202,6 +204,7 @@ class RedisTokenStore:
         return await self._fallback.run(remote, local)
 
     async def set(self, key: str, token: AccessToken) -> None:
+        """Cache ``token`` in Redis under ``key`` until it expires."""
         ttl_ms = max(1, math.floor((token.expires_at - time.time()) * 1000))
 
         async def remote() -> None:
@@ -219,6 +222,8 @@ class RedisTokenStore:
         await self._fallback.run(remote, local)
 
     async def invalidate(self, key: str, value: str) -> None:
+        """Delete ``key``'s token only if Redis still holds ``value`` (compare and delete)."""
+
         async def remote() -> None:
             await self._invalidate(keys=[self._key(key)], args=[value])
 

@@ -124,6 +124,7 @@ class FakeStats:
     limit's period: what the client sent, rejected requests included."""
 
     def most_in_any_window(self) -> int:
+        """The most requests to one path within any window of any enforced limit."""
         return max(self.max_in_window.values(), default=0)
 
 

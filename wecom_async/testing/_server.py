@@ -141,14 +141,17 @@ class FakeWeCom(RequestPipeline, CallbackControls):
 
     @property
     def corp_id(self) -> str:
+        """The corp id clients must use."""
         return self.corp.corp_id
 
     @property
     def corp_secret(self) -> str:
+        """The secret ``gettoken`` accepts."""
         return self.corp.corp_secret
 
     @property
     def port(self) -> int:
+        """The port it listens on (picked at start for port 0)."""
         return self._port
 
     async def start(self) -> FakeWeCom:
@@ -172,6 +175,7 @@ class FakeWeCom(RequestPipeline, CallbackControls):
         return self
 
     async def aclose(self) -> None:
+        """Stop pushing callbacks and listening; safe to call twice."""
         await self._close_callbacks()
         runner, self._runner = self._runner, None
         if runner is not None:
@@ -202,6 +206,7 @@ class FakeWeCom(RequestPipeline, CallbackControls):
 
     @property
     def current_token(self) -> str | None:
+        """The token ``gettoken`` hands out now, or None before the first."""
         return self._token
 
     @property
@@ -220,6 +225,7 @@ class FakeWeCom(RequestPipeline, CallbackControls):
         self._token_expires = asyncio.get_running_loop().time()
 
     def calls_to(self, path: str) -> list[FakeCall]:
+        """The logged calls to ``path``, in order."""
         return [c for c in self.calls if c.path == path]
 
     def max_calls_in_window(self, period: float, path: str | None = None) -> int:
