@@ -48,7 +48,9 @@ def undocumented_members(cls: type) -> list[str]:
         if isinstance(target, (staticmethod, classmethod)):
             target = target.__func__
         # getdoc: a method that overrides a documented one inherits its docstring.
-        documented = inspect.getdoc(getattr(cls, name)) if not isinstance(member, property) else None
+        documented = (
+            inspect.getdoc(getattr(cls, name)) if not isinstance(member, property) else None
+        )
         if inspect.isfunction(target) and not (target.__doc__ or documented):
             missing.append(name)
     return missing

@@ -48,9 +48,10 @@ class FakeWeCom(RequestPipeline, CallbackControls):
     client at ``fake.base_url`` with ``fake.corp_id`` and ``fake.corp_secret`` (or call
     :meth:`client`). Everything it answers is generated from ``seed``.
 
+    ``customers``, ``members``, ``popular``, ``parents``, ``kf_active_ratio``,
+    ``unlicensed_ratio`` and ``seed`` make the corp's data (see :class:`FakeCorp`).
+
     Args:
-        customers, members, popular, parents, kf_active_ratio, unlicensed_ratio,
-            seed: the corp's data (see :class:`FakeCorp`).
         page_size: followers per ``externalcontact/get`` page (WeCom's is 500).
         token_ttl: seconds an access token lives (``expires_in``).
         rate_limits: :class:`~wecom_async.RateLimit` objects enforced per API path as
@@ -63,7 +64,8 @@ class FakeWeCom(RequestPipeline, CallbackControls):
         faults: what to inject, and how often.
         latency: seconds added to every request, fixed or a ``(low, high)`` uniform
             range; half before the request is handled and half after.
-        host, port: where to listen; port 0 picks a free one.
+        host: the address to listen on.
+        port: the port to listen on; 0 picks a free one.
         log_limit: how many calls the log keeps (the counters keep counting).
         content_type: the Content-Type of JSON answers; WeCom's have been seen as
             ``text/plain``, which a client must decode all the same.
