@@ -19,7 +19,7 @@ import sqlite3
 import sys
 import tempfile
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from . import __version__
 from ._wire import to_dict
@@ -46,8 +46,15 @@ class UsageError(Exception):
 # -- argument parsing -------------------------------------------------------
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error as one line like every other error of the command."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="wecom-async",
         description="Sync and query WeCom customers. Credentials come from the "
         "WECOM_CORP_ID and WECOM_CORP_SECRET environment variables.",
@@ -57,11 +64,11 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     # The options several commands share, defined once and inherited (parents=).
-    verbose = argparse.ArgumentParser(add_help=False)
+    verbose = _Parser(add_help=False)
     _verbose_arg(verbose)
-    timeout = argparse.ArgumentParser(add_help=False)
+    timeout = _Parser(add_help=False)
     _timeout_arg(timeout)
-    wecom = argparse.ArgumentParser(add_help=False, parents=[timeout, verbose])
+    wecom = _Parser(add_help=False, parents=[timeout, verbose])
     wecom.add_argument(
         "--base-url",
         default=os.environ.get("WECOM_BASE_URL", DEFAULT_BASE_URL),

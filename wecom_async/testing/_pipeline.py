@@ -20,7 +20,7 @@ import attrs
 from aiohttp import web
 
 from .._ratelimit import RateLimit
-from ._data import _mix
+from ._data import FakeCorp, _mix
 from ._endpoints import Answer, Handler, Reject
 from ._window import SlidingWindow
 
@@ -158,13 +158,7 @@ class RequestPipeline:
     stats: FakeStats
     _routes: dict[str, tuple[str, Handler]]
 
-    @property
-    def corp_id(self) -> str:
-        raise NotImplementedError
-
-    @property
-    def corp_secret(self) -> str:
-        raise NotImplementedError
+    corp: FakeCorp
 
     def _init_pipeline(self, log_limit: int) -> None:
         self.calls = deque(maxlen=log_limit)
@@ -325,9 +319,9 @@ class RequestPipeline:
             raise Reject(41002, "corpid missing")
         if not secret:
             raise Reject(41004, "corpsecret missing")
-        if corpid != self.corp_id:
+        if corpid != self.corp.corp_id:
             raise Reject(40013, "invalid corpid")
-        if not secrets.compare_digest(secret, self.corp_secret):
+        if not secrets.compare_digest(secret, self.corp.corp_secret):
             raise Reject(40001, "invalid credential")
         # Within its lifetime WeCom hands back the same token; then a new one.
         if self._token is None or now >= self._token_expires:
