@@ -21,7 +21,9 @@ LIMIT, PERIOD, LATENCY = 50, 1.0, 0.020
 
 
 async def one_run(seconds: float, workers: int = 100) -> dict[str, float]:
-    async with FakeWeCom(customers=5000, rate_limits=[(LIMIT, PERIOD)], latency=LATENCY) as fake:
+    async with FakeWeCom(
+        customers=5000, rate_limits=[RateLimit(LIMIT, PERIOD)], latency=LATENCY
+    ) as fake:
         async with fake.client(rate_limit=RateLimit(LIMIT, PERIOD)) as client:
             await client.external_contact.get_follow_user_list()  # the token, outside the clock
             ids = [fake.corp.customer_id(i) for i in range(10, 5000)]

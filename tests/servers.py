@@ -76,17 +76,6 @@ class TinyServer:
         return runner
 
 
-def most_in_window(times: list[float], period: float) -> int:
-    """The most of ``times`` that fall in any half-open window of ``period`` seconds."""
-    times = sorted(times)
-    best = start = 0
-    for end, t in enumerate(times):
-        while t - times[start] >= period:
-            start += 1
-        best = max(best, end - start + 1)
-    return best
-
-
 async def hang_up(request: web.Request) -> web.StreamResponse:
     """Read the request, then close the connection without a word."""
     assert request.transport is not None

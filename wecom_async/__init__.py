@@ -8,6 +8,7 @@ defaults do not fit.
 from ._ratelimit import LocalRateLimiter, RateLimit, RateLimiter, RateSlot
 from ._retry import RetryPolicy
 from ._token import AccessToken, LockingTokenStore, MemoryTokenStore, TokenStore
+from ._wire import from_dict, to_dict
 from .client import ClientStats, WeComClient
 from .errors import (
     WeComAPIError,
@@ -63,4 +64,6 @@ __all__ = [
     "WeComTransportError",
     "WeComUsageError",
     "__version__",
+    "from_dict",
+    "to_dict",
 ]

@@ -17,6 +17,7 @@ so that a model that drifts from its fixtures is caught.
 
 from __future__ import annotations
 
+import enum
 import sys
 import types
 import typing
@@ -100,9 +101,21 @@ def _optional_inner(tp: Any) -> Any:
     return None
 
 
+def _structure_int_enum(value: object, tp: type[enum.IntEnum]) -> int:
+    # A value WeCom added after this release stays a plain int rather than
+    # failing the whole answer (models/enums.py).
+    number = _structure_int(value, int)
+    member: int = tp._value2member_map_.get(number, number)  # type: ignore[assignment]
+    return member
+
+
 def _make_converter(*, forbid_extra_keys: bool, detailed: bool) -> cattrs.Converter:
     conv = cattrs.Converter(forbid_extra_keys=forbid_extra_keys, detailed_validation=detailed)
     conv.register_structure_hook(int, _structure_int)
+    conv.register_structure_hook(enum.IntEnum, _structure_int_enum)  # ahead of int's and Enum's
+    # An unknown value is a plain int in a field annotated with the enum: write
+    # the number, whichever it is (cattrs' own enum hook would ask for .value).
+    conv.register_unstructure_hook(enum.IntEnum, int)
     conv.register_structure_hook(str, _structure_str)
     conv.register_structure_hook(bool, _structure_bool)
 

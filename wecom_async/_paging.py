@@ -203,6 +203,9 @@ async def merge_streams(
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
+_S = TypeVar("_S", bound="Stream[Any]")
+
+
 class Stream(AsyncIterator[T]):
     """An async iterator over a running fan-out, closable with ``async with``.
 
@@ -214,7 +217,7 @@ class Stream(AsyncIterator[T]):
     def __init__(self, source: AsyncGenerator[T, None]) -> None:
         self._source = source
 
-    def __aiter__(self) -> Stream[T]:
+    def __aiter__(self: _S) -> _S:
         return self
 
     async def __anext__(self) -> T:
@@ -223,7 +226,9 @@ class Stream(AsyncIterator[T]):
     async def aclose(self) -> None:
         await self._source.aclose()
 
-    async def __aenter__(self) -> Stream[T]:
+    async def __aenter__(self: _S) -> _S:
+        # The subclass itself, so that ``async with ... as pairs`` keeps its extra
+        # attributes (``pairs.unlicensed_userid_list``) for a type checker.
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:

@@ -211,7 +211,9 @@ class RateSlot(Protocol):
     counting it twice would free a slot that is still in use.
     """
 
-    def release(self) -> None: ...
+    def release(self) -> None:
+        """Give the slot back: its window counts it until ``period`` after now."""
+        ...
 
 
 class _LocalSlot:
@@ -241,7 +243,9 @@ class RateLimiter(Protocol):
     that every process sharing the budget waits the pause out.
     """
 
-    async def acquire(self, corp_id: str, path: str, limits: tuple[RateLimit, ...]) -> RateSlot: ...
+    async def acquire(self, corp_id: str, path: str, limits: tuple[RateLimit, ...]) -> RateSlot:
+        """Wait for a slot for ``path`` of ``corp_id`` under every limit; return it."""
+        ...
 
 
 class LocalRateLimiter:
@@ -269,6 +273,7 @@ class LocalRateLimiter:
             )
 
     async def acquire(self, corp_id: str, path: str, limits: tuple[RateLimit, ...]) -> RateSlot:
+        """Wait for a slot for ``path`` of ``corp_id`` under every limit; return it."""
         key = (corp_id, path)
         window = self._windows.get(key)
         if window is None:

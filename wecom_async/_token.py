@@ -54,6 +54,7 @@ class AccessToken:
     expires_at: float
 
     def is_fresh(self, now: float) -> bool:
+        """Whether the token may still be used at wall-clock time ``now``."""
         return now < self.expires_at
 
 
@@ -65,11 +66,17 @@ class TokenStore(Protocol):
     the entry only if the entry's value is still ``value``.
     """
 
-    async def get(self, key: str) -> AccessToken | None: ...
+    async def get(self, key: str) -> AccessToken | None:
+        """The cached token for ``key``, or None."""
+        ...
 
-    async def set(self, key: str, token: AccessToken) -> None: ...
+    async def set(self, key: str, token: AccessToken) -> None:
+        """Cache ``token`` under ``key``, replacing any other."""
+        ...
 
-    async def invalidate(self, key: str, value: str) -> None: ...
+    async def invalidate(self, key: str, value: str) -> None:
+        """Drop the entry for ``key`` only if its value is still ``value``."""
+        ...
 
 
 class LockingTokenStore(TokenStore, Protocol):
@@ -79,7 +86,9 @@ class LockingTokenStore(TokenStore, Protocol):
     re-checks the store and, if still needed, fetches a new token.
     """
 
-    def refresh_lock(self, key: str) -> AbstractAsyncContextManager[object]: ...
+    def refresh_lock(self, key: str) -> AbstractAsyncContextManager[object]:
+        """A lock held across processes while one of them refreshes ``key``'s token."""
+        ...
 
 
 class MemoryTokenStore:
@@ -92,12 +101,15 @@ class MemoryTokenStore:
         return f"<MemoryTokenStore with {len(self._tokens)} token(s)>"
 
     async def get(self, key: str) -> AccessToken | None:
+        """The cached token for ``key``, or None."""
         return self._tokens.get(key)
 
     async def set(self, key: str, token: AccessToken) -> None:
+        """Cache ``token`` under ``key``, replacing any other."""
         self._tokens[key] = token
 
     async def invalidate(self, key: str, value: str) -> None:
+        """Drop the entry for ``key`` only if its value is still ``value``."""
         current = self._tokens.get(key)
         if current is not None and current.value == value:
             del self._tokens[key]

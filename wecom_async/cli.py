@@ -19,10 +19,10 @@ import sqlite3
 import sys
 import tempfile
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from . import __version__
-from ._converter import LENIENT
+from ._wire import to_dict
 from .client import DEFAULT_BASE_URL, ClientStats, WeComClient
 from .errors import WeComError, WeComInputError, WeComPermissionError
 from .sync import DEFAULT_MAX_STATE_AGE, SyncProgress, SyncReport, sync_customers
@@ -46,8 +46,15 @@ class UsageError(Exception):
 # -- argument parsing -------------------------------------------------------
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error as one line like every other error of the command."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="wecom-async",
         description="Sync and query WeCom customers. Credentials come from the "
         "WECOM_CORP_ID and WECOM_CORP_SECRET environment variables.",
@@ -56,20 +63,26 @@ def _parser() -> argparse.ArgumentParser:
     _verbose_arg(parser, default=0)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    def with_base_url(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument(
-            "--base-url",
-            default=os.environ.get("WECOM_BASE_URL", DEFAULT_BASE_URL),
-            help="WeCom API root (default: the real WeCom, or $WECOM_BASE_URL)",
-        )
-        _timeout_arg(p)
-        _verbose_arg(p)
-        return p
+    # The options several commands share, defined once and inherited (parents=).
+    verbose = _Parser(add_help=False)
+    _verbose_arg(verbose)
+    timeout = _Parser(add_help=False)
+    _timeout_arg(timeout)
+    wecom = _Parser(add_help=False, parents=[timeout, verbose])
+    wecom.add_argument(
+        "--base-url",
+        default=os.environ.get("WECOM_BASE_URL", DEFAULT_BASE_URL),
+        help="WeCom API root (default: the real WeCom, or $WECOM_BASE_URL)",
+    )
 
-    p = with_base_url(sub.add_parser("sync", help="export every customer to JSON Lines"))
-    p.add_argument("--out", required=True, help="the JSON Lines file to write, or - for stdout")
+    p = sub.add_parser("sync", parents=[wecom], help="export every customer to JSON Lines")
+    p.set_defaults(run=_sync)
+    p.add_argument(
+        "--out", required=True, type=_path, help="the JSON Lines file to write, or - for stdout"
+    )
     p.add_argument(
         "--state",
+        type=_path,
         help=f"checkpoint file (default: OUT.sync-state; {STDOUT_STATE} for --out -)",
     )
     p.add_argument("--restart", action="store_true", help="ignore an earlier checkpoint")
@@ -93,20 +106,24 @@ def _parser() -> argparse.ArgumentParser:
 
     customer = sub.add_parser("customer", help="customer contact")
     customer_sub = customer.add_subparsers(dest="action", metavar="ACTION", required=True)
-    p = with_base_url(customer_sub.add_parser("get", help="a customer's detail as JSON"))
+    p = customer_sub.add_parser("get", parents=[wecom], help="a customer's detail as JSON")
+    p.set_defaults(run=_customer_get)
     p.add_argument("external_userid")
 
     kf = sub.add_parser("kf", help="WeChat customer service")
     kf_sub = kf.add_subparsers(dest="action", metavar="ACTION", required=True)
-    p = with_base_url(kf_sub.add_parser("customers", help="kf customers' basic info as JSON"))
+    p = kf_sub.add_parser("customers", parents=[wecom], help="kf customers' basic info as JSON")
+    p.set_defaults(run=_kf_customers)
     p.add_argument("external_userid", nargs="+")
     p.add_argument("--context", action="store_true", help="include enter_session_context")
 
     p = sub.add_parser(
         "fake-server",
+        parents=[verbose],
         help="run a fake WeCom server on loopback",
         description="Serve a seeded fake WeCom corp on 127.0.0.1 until interrupted.",
     )
+    p.set_defaults(run=_serve_fake)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument(
         "--port", type=_int_in(0, 65535), default=8080, help="port (default 8080; 0 picks one)"
@@ -130,10 +147,10 @@ def _parser() -> argparse.ArgumentParser:
         default=0.0,
         help="share of requests given an injected fault",
     )
-    _verbose_arg(p)
 
     p = sub.add_parser(
         "demo",
+        parents=[timeout, verbose],
         help="sync a fake corp end to end and show the figures",
         description="Start an embedded fake WeCom with realistic latency and scaled-down "
         "limits, sync it with a progress bar, and print a summary.",
@@ -148,10 +165,18 @@ def _parser() -> argparse.ArgumentParser:
         default=20,
         help="the per-API limit, scaled down from 10,000/min so that it binds (20/s)",
     )
-    p.add_argument("--out", help="where to write the JSON Lines (default: a temporary file)")
-    _timeout_arg(p)
-    _verbose_arg(p)
+    p.set_defaults(run=_demo)
+    p.add_argument(
+        "--out", type=_path, help="where to write the JSON Lines (default: a temporary file)"
+    )
     return parser
+
+
+def _path(text: str) -> str:
+    """An argparse type: a file path, or a usage error for an empty one."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path names no file")
+    return text
 
 
 def _verbose_arg(p: argparse.ArgumentParser, default: Any = argparse.SUPPRESS) -> None:
@@ -265,20 +290,6 @@ class _StderrHandler(logging.Handler):
 def _print_json(value: Any) -> None:
     json.dump(value, sys.stdout, ensure_ascii=False, indent=2)
     sys.stdout.write("\n")
-
-
-def _wire(value: Any) -> Any:
-    """A model as WeCom's JSON: attrs unstructured, fields that were absent left out."""
-    data = LENIENT.unstructure(value)
-
-    def drop_none(v: Any) -> Any:
-        if isinstance(v, dict):
-            return {k: drop_none(x) for k, x in v.items() if x is not None}
-        if isinstance(v, (list, tuple)):
-            return [drop_none(x) for x in v]
-        return v
-
-    return drop_none(data)
 
 
 class _Progress:
@@ -428,7 +439,7 @@ def _print_report(report: SyncReport, stats: ClientStats) -> None:
 async def _customer_get(args: argparse.Namespace) -> int:
     async with _client(args) as client:
         detail = await client.external_contact.get(args.external_userid)
-    _print_json(_wire(detail))
+    _print_json(to_dict(detail))
     return 0
 
 
@@ -437,7 +448,7 @@ async def _kf_customers(args: argparse.Namespace) -> int:
         batch = await client.kf.batchget_customers(
             args.external_userid, need_enter_session_context=args.context
         )
-    _print_json(_wire(batch))
+    _print_json(to_dict(batch))
     return 0
 
 
@@ -481,7 +492,7 @@ async def _demo(args: argparse.Namespace) -> int:
         members=args.members,
         seed=args.seed,
         latency=(mean * 0.5, mean * 1.5),
-        rate_limits=[(rate, 1.0)],
+        rate_limits=[RateLimit(rate, 1.0)],
     )
     with contextlib.ExitStack() as stack:
         out = args.out
@@ -538,17 +549,6 @@ def _print_table(title: str, rows: list[tuple[str, str]]) -> None:
     Console().print(table)
 
 
-_COMMANDS: dict[
-    tuple[str, str | None], Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
-] = {
-    ("sync", None): _sync,
-    ("customer", "get"): _customer_get,
-    ("kf", "customers"): _kf_customers,
-    ("fake-server", None): _serve_fake,
-    ("demo", None): _demo,
-}
-
-
 def _explain(exc: BaseException) -> str:
     if isinstance(exc, WeComPermissionError) and exc.errcode in (40001, 40013):
         return f"WeCom refused the corp id or secret (errcode {exc.errcode}): check the credentials"
@@ -563,7 +563,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     _configure_logging(args.verbose)
-    command = _COMMANDS[(args.command, getattr(args, "action", None))]
+    command: Callable[[argparse.Namespace], Coroutine[Any, Any, int]] = args.run
     name = " ".join(filter(None, (args.command, getattr(args, "action", None))))
     hint = "; run the same command again to resume" if args.command == "sync" else ""
     terminated = False

@@ -394,14 +394,17 @@ class WeComClient:
 
     @property
     def corp_id(self) -> str:
+        """The corp this client calls for."""
         return self._corp_id
 
     @property
     def base_url(self) -> str:
+        """The API root requests go to (``https://qyapi.weixin.qq.com/cgi-bin/`` by default)."""
         return self._base_url
 
     @property
     def closed(self) -> bool:
+        """Whether the client (or the client it is a view of) was closed."""
         return self._life.closed
 
     @property

@@ -32,10 +32,12 @@ class Checkpoint:
     handled: frozenset[str] = frozenset()
 
     def to_json(self) -> str:
+        """The checkpoint as a JSON document, as the stores keep it."""
         return json.dumps({"cursor": self.cursor, "handled": sorted(self.handled)})
 
     @classmethod
     def from_json(cls, text: str | bytes, where: str) -> Checkpoint:
+        """Read :meth:`to_json`'s document; ``where`` names it in the error if unreadable."""
         try:
             data = json.loads(text)
             cursor, handled = data["cursor"], data["handled"]
@@ -49,9 +51,13 @@ class Checkpoint:
 class CursorStore(Protocol):
     """Loads and saves one :class:`Checkpoint` per key (a corp and an ``open_kfid``)."""
 
-    async def load(self, key: str) -> Checkpoint: ...
+    async def load(self, key: str) -> Checkpoint:
+        """The checkpoint saved under ``key``, or an empty one (start of the 3-day window)."""
+        ...
 
-    async def save(self, key: str, checkpoint: Checkpoint) -> None: ...
+    async def save(self, key: str, checkpoint: Checkpoint) -> None:
+        """Keep ``checkpoint`` under ``key``, replacing the previous one."""
+        ...
 
 
 class MemoryCursorStore:
@@ -61,9 +67,11 @@ class MemoryCursorStore:
         self._checkpoints: dict[str, Checkpoint] = {}
 
     async def load(self, key: str) -> Checkpoint:
+        """The checkpoint saved under ``key``, or an empty one."""
         return self._checkpoints.get(key, Checkpoint())
 
     async def save(self, key: str, checkpoint: Checkpoint) -> None:
+        """Keep ``checkpoint`` under ``key``."""
         self._checkpoints[key] = checkpoint
 
 
@@ -91,6 +99,7 @@ class FileCursorStore:
         return self.directory / f"{readable}.{digest}.json"
 
     async def load(self, key: str) -> Checkpoint:
+        """The checkpoint in ``key``'s file, or an empty one when there is no file."""
         path = self.path(key)
         try:
             text = await asyncio.to_thread(path.read_bytes)
@@ -101,6 +110,7 @@ class FileCursorStore:
         return Checkpoint.from_json(text, str(path))
 
     async def save(self, key: str, checkpoint: Checkpoint) -> None:
+        """Write ``checkpoint`` aside and rename it over ``key``'s file."""
         await asyncio.to_thread(self._write, self.path(key), checkpoint.to_json().encode())
 
     @staticmethod
@@ -141,6 +151,7 @@ class RedisCursorStore:
         return f"{self._prefix}:kf:cursor:{key}"
 
     async def load(self, key: str) -> Checkpoint:
+        """The checkpoint under ``key`` in Redis, or an empty one."""
         try:
             text = await self._redis.get(self._key(key))
         except Exception as exc:  # redis-py's errors are not imported: the extra is optional
@@ -150,6 +161,7 @@ class RedisCursorStore:
         return Checkpoint() if text is None else Checkpoint.from_json(text, self._key(key))
 
     async def save(self, key: str, checkpoint: Checkpoint) -> None:
+        """Keep ``checkpoint`` under ``key`` in Redis."""
         try:
             await self._redis.set(self._key(key), checkpoint.to_json())
         except Exception as exc:

@@ -123,6 +123,7 @@ class SessionPool:
 
     @property
     def closed(self) -> bool:
+        """Whether :meth:`aclose` was called."""
         return self._closed
 
     def bind_loop(self) -> None:

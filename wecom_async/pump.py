@@ -55,7 +55,9 @@ def reply_msgid(message: KfMessage, salt: str = "") -> str:
 class PumpLock(Protocol):
     """One run at a time per key, across whatever the lock spans."""
 
-    def hold(self, key: str) -> contextlib.AbstractAsyncContextManager[None]: ...
+    def hold(self, key: str) -> contextlib.AbstractAsyncContextManager[None]:
+        """An async context manager held while one run for ``key`` goes on."""
+        ...
 
 
 class LocalPumpLock:
@@ -66,6 +68,7 @@ class LocalPumpLock:
 
     @contextlib.asynccontextmanager
     async def hold(self, key: str) -> AsyncIterator[None]:
+        """Hold ``key``'s lock in this process for the ``async with`` body."""
         lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:
             yield
@@ -91,6 +94,7 @@ class RedisPumpLock:
 
     @contextlib.asynccontextmanager
     async def hold(self, key: str) -> AsyncIterator[None]:
+        """Hold ``key``'s Redis lock, renewed while the ``async with`` body runs."""
         lock = self._redis.lock(f"{self._prefix}:kf:lock:{key}", timeout=self._timeout)
         try:
             await lock.acquire()

@@ -437,8 +437,9 @@ async def sync_customers(
             as the run goes; then ``state`` is required.
         state: the checkpoint file; defaults to ``out`` + ``.sync-state``. It may
             not be the output or its temporary file.
-        restart, keep_state, concurrency, members_per_call, limit, max_state_age,
-            progress: as for :func:`iter_customers`.
+
+    ``restart``, ``keep_state``, ``concurrency``, ``members_per_call``, ``limit``,
+    ``max_state_age`` and ``progress`` are as for :func:`iter_customers`.
 
     Raises:
         WeComInputError: a bad argument or path, before any request.

@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from wecom_async import from_dict, to_dict
+from wecom_async.models import ExternalContactDetail, KfCustomerBatch, SyncedCustomer
 from wecom_async.testing import FakeCorp
 
 CMD = [sys.executable, "-m", "wecom_async"]
@@ -95,6 +97,8 @@ def test_customer_get_prints_json(fake: FakeServerProcess) -> None:
     assert [f["userid"] for f in detail["follow_user"]] == [
         CORP.userids[m] for m in CORP.followers(7)
     ]
+    # The one JSON shape: to_dict's, absent fields left out rather than null.
+    assert detail == to_dict(from_dict(ExternalContactDetail, detail))
 
 
 def test_kf_customers_prints_json(fake: FakeServerProcess) -> None:
@@ -107,16 +111,18 @@ def test_kf_customers_prints_json(fake: FakeServerProcess) -> None:
     ]
     assert sorted(returned) == sorted([*ids, "nobody"])
     assert "nobody" in batch["invalid_external_userid"]
+    assert batch == to_dict(from_dict(KfCustomerBatch, batch))
 
 
 def test_sync_writes_every_customer_once(fake: FakeServerProcess, tmp_path: Path) -> None:
     out = tmp_path / "customers.jsonl"
     result = run("sync", "--out", str(out), env=fake.env)
     assert result.returncode == 0, result.stderr
-    ids = [
-        json.loads(line)["external_contact"]["external_userid"]
-        for line in out.read_text().splitlines()
-    ]
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    ids = [line["external_contact"]["external_userid"] for line in lines]
+    # WeCom's own JSON, which from_dict reads back as the model.
+    customers = [from_dict(SyncedCustomer, line) for line in lines]
+    assert [c.external_contact.external_userid for c in customers] == ids
     assert sorted(ids) == sorted(CORP.customer_id(i) for i in range(300))
     # Not a terminal: one line per phase, each once it has its figures, then the
     # summary with the request figures.
@@ -263,3 +269,34 @@ def test_ctrl_c_interrupts_cleanly_and_the_next_run_resumes(tmp_path: Path) -> N
         assert sorted(read_ids(out)) == sorted(CORP.customer_id(i) for i in range(300))
     finally:
         slow.stop()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("sync", "--out", ""),
+        ("sync", "--out", "x.jsonl", "--state", " "),
+        ("demo", "--out", ""),
+    ],
+)
+def test_an_empty_path_is_a_usage_error(args: tuple[str, ...], tmp_path: Path) -> None:
+    env = {**os.environ, "WECOM_CORP_ID": "ww1", "WECOM_CORP_SECRET": "s"}
+    result = subprocess.run(
+        [*CMD, *args], env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
+    assert result.returncode == 2, result.stderr
+    assert "an empty path names no file" in one_line_error(result)
+    assert "unexpected" not in result.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing was started, nothing was written
+
+
+def test_every_wecom_command_shares_the_same_options() -> None:
+    from wecom_async.cli import _parser
+
+    parser = _parser()
+    for argv in (["sync", "--out", "x"], ["customer", "get", "wm1"], ["kf", "customers", "wm1"]):
+        args = parser.parse_args([*argv, "--base-url", "http://127.0.0.1:1/", "--timeout", "2"])
+        assert (args.base_url, args.timeout) == ("http://127.0.0.1:1/", 2.0)
+        assert callable(args.run)  # dispatched by set_defaults, not by a table of names
+    assert parser.parse_args(["-vv", "demo"]).verbose == 2
+    assert parser.parse_args(["demo", "-v"]).verbose == 1

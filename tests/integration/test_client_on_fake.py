@@ -32,7 +32,7 @@ async def test_token_revoked_in_the_middle_of_200_concurrent_calls() -> None:
 
 async def test_recovery_from_45009() -> None:
     # No client-side limit: the server's 45009 and its block are what the client meets.
-    async with FakeWeCom(customers=100, rate_limits=[(10, 0.5)]) as fake:
+    async with FakeWeCom(customers=100, rate_limits=[RateLimit(10, 0.5)]) as fake:
         policy = RetryPolicy(max_attempts=8, backoff_base=0.01, backoff_max=0.6)
         async with fake.client(rate_limit=[], retry=policy) as client:
             # Past the popular customers, so that each detail is exactly one page.
@@ -73,7 +73,9 @@ async def test_ten_percent_faults_lose_nothing_and_duplicate_nothing() -> None:
 
 async def test_no_server_window_is_ever_exceeded() -> None:
     limit = RateLimit(20, 0.5)
-    async with FakeWeCom(customers=500, rate_limits=[(20, 0.5)], latency=(0.0, 0.04)) as fake:
+    async with FakeWeCom(
+        customers=500, rate_limits=[RateLimit(20, 0.5)], latency=(0.0, 0.04)
+    ) as fake:
         async with fake.client(rate_limit=limit) as client:
             ids = [fake.corp.customer_id(i) for i in range(120)]
             await asyncio.gather(*(client.external_contact.get(i) for i in ids))
@@ -82,10 +84,26 @@ async def test_no_server_window_is_ever_exceeded() -> None:
     assert fake.max_calls_in_window(0.5, "externalcontact/get") == 20
 
 
+async def test_the_fakes_own_client_keeps_to_the_fakes_limits() -> None:
+    # The README's testing snippet (50/s on the fake) grown to 100 details: with
+    # WeCom's 10,000/min the client would run into 45009s and the block after each.
+    async with FakeWeCom(customers=500, rate_limits=[RateLimit(50, 1.0)]) as fake:
+        async with fake.client() as client:
+            ids = [fake.corp.customer_id(i) for i in range(10, 110)]
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            await asyncio.gather(*(client.external_contact.get(i) for i in ids))
+            elapsed = loop.time() - started
+        assert client.stats.rate_limited == 0
+    assert fake.stats.violations == 0
+    assert fake.max_calls_in_window(1.0, "externalcontact/get") == 50
+    assert 1.0 <= elapsed < 10.0  # two windows' worth: it waited for slots, not for blocks
+
+
 async def test_a_long_wait_for_a_slot_never_sends_a_stale_token() -> None:
     # Tokens live 2 s; the limit makes the last calls wait about 5 s for a slot. The
     # token is taken once the slot is held, so none goes out after it expired.
-    async with FakeWeCom(customers=100, token_ttl=2.0, rate_limits=[(5, 1.0)]) as fake:
+    async with FakeWeCom(customers=100, token_ttl=2.0, rate_limits=[RateLimit(5, 1.0)]) as fake:
         async with fake.client(rate_limit=RateLimit(5, 1.0)) as client:
             ids = [fake.corp.customer_id(i) for i in range(10, 35)]
             await asyncio.gather(*(client.external_contact.get(i) for i in ids))

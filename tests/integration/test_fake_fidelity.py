@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 
 from tests.conftest import load
-from wecom_async import RetryPolicy, WeComClient
+from wecom_async import RateLimit, RetryPolicy, WeComClient
 from wecom_async.testing import FakeCorp, FakeWeCom, Faults
 
 Shape = set[tuple[str, str]]
@@ -264,7 +264,7 @@ async def test_a_million_customers_are_served() -> None:
 
 
 async def test_limits_are_enforced_as_sliding_windows_and_violations_recorded() -> None:
-    async with FakeWeCom(customers=10, rate_limits=[(5, 0.3)]) as fake:
+    async with FakeWeCom(customers=10, rate_limits=[RateLimit(5, 0.3)]) as fake:
         token = await token_of(fake)
         path = "externalcontact/get_follow_user_list"
         answers = [
@@ -281,7 +281,7 @@ async def test_limits_are_enforced_as_sliding_windows_and_violations_recorded() 
 
 async def test_rate_scale_scales_wecom_limits() -> None:
     async with FakeWeCom(customers=10, rate_scale=0.001) as fake:
-        assert fake.limits == ((10, 60.0), (150, 3600.0))
+        assert fake.limits == (RateLimit(10, 60.0), RateLimit(150, 3600.0))
 
 
 async def test_faults_are_reproducible_from_the_seed() -> None:

@@ -31,6 +31,7 @@ from wecom_async import (
     WeComUsageError,
 )
 from wecom_async._ratelimit import SlidingWindow
+from wecom_async.testing import FakeWeCom
 
 OK = {"errcode": 0, "external_userid": ["wm1"]}
 
@@ -171,32 +172,30 @@ async def proxy() -> AsyncIterator[ForwardProxy]:
     await server.wait_closed()
 
 
-async def test_every_request_goes_through_the_pool_proxy(
-    server: TinyServer, proxy: ForwardProxy
-) -> None:
-    server.route = lambda request: web.json_response(OK)
+async def test_every_request_goes_through_the_pool_proxy(proxy: ForwardProxy) -> None:
     async with (
+        FakeWeCom(customers=20, members=2) as fake,
         SessionPool(proxy=proxy.url) as pool,
-        WeComClient(CORP_ID, SECRET, base_url=server.base_url, pool=pool) as client,
+        fake.client(pool=pool) as client,
     ):
-        assert await client.external_contact.list("u") == ["wm1"]
+        assert await client.external_contact.list(fake.corp.userids[0])
     assert len(proxy.lines) == 2
-    assert proxy.lines[0].startswith(f"GET {server.base_url}gettoken?")
-    assert proxy.lines[1].startswith(f"GET {server.base_url}externalcontact/list?")
+    assert proxy.lines[0].startswith(f"GET {fake.base_url}gettoken?")
+    assert proxy.lines[1].startswith(f"GET {fake.base_url}externalcontact/list?")
 
 
 async def test_trust_env_takes_the_proxy_from_the_environment(
-    server: TinyServer, proxy: ForwardProxy, monkeypatch: pytest.MonkeyPatch
+    proxy: ForwardProxy, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("HTTP_PROXY", proxy.url)
     monkeypatch.delenv("NO_PROXY", raising=False)
     monkeypatch.delenv("no_proxy", raising=False)
-    server.route = lambda request: web.json_response(OK)
     async with (
+        FakeWeCom(customers=20, members=2) as fake,
         SessionPool(trust_env=True) as pool,
-        WeComClient(CORP_ID, SECRET, base_url=server.base_url, pool=pool) as client,
+        fake.client(pool=pool) as client,
     ):
-        assert await client.external_contact.list("u") == ["wm1"]
+        assert await client.external_contact.list(fake.corp.userids[0])
     assert len(proxy.lines) == 2
 
 

@@ -10,7 +10,15 @@ from aiohttp import web
 
 from tests.conftest import CORP_ID, SECRET
 from tests.servers import TinyServer
-from wecom_async import RetryPolicy, SessionPool, WeComClient, WeComDecodeError, WeComError
+from wecom_async import (
+    RetryPolicy,
+    SessionPool,
+    WeComClient,
+    WeComDecodeError,
+    WeComError,
+    WeComPermissionError,
+)
+from wecom_async.testing import FakeWeCom
 
 OK = {"errcode": 0, "external_userid": ["wm1"]}
 
@@ -53,16 +61,16 @@ async def test_a_refresh_that_fails_after_its_retries_is_not_retried_by_each_cal
     assert client.stats.requests == 3  # counted where sent: the data calls never left
 
 
-async def test_short_lived_clients_on_one_pool_share_one_token(server: TinyServer) -> None:
-    server.route = lambda request: web.json_response(OK)
-    async with SessionPool() as pool:
+async def test_short_lived_clients_on_one_pool_share_one_token() -> None:
+    async with FakeWeCom(customers=20, members=2) as fake, SessionPool() as pool:
         for _ in range(5):
-            async with WeComClient(CORP_ID, SECRET, base_url=server.base_url, pool=pool) as c:
-                assert await c.external_contact.list("u") == ["wm1"]
-        # Another secret is another app: a token of its own.
-        async with WeComClient(CORP_ID, "other-app", base_url=server.base_url, pool=pool) as c:
-            await c.external_contact.list("u")
-    assert server.gettoken_calls == 2
+            async with fake.client(pool=pool) as c:
+                assert await c.external_contact.list(fake.corp.userids[0])
+        # Another secret is another app: a token of its own (the fake refuses it).
+        async with WeComClient(fake.corp_id, "other-app", base_url=fake.base_url, pool=pool) as c:
+            with pytest.raises(WeComPermissionError):
+                await c.external_contact.list(fake.corp.userids[0])
+    assert fake.stats.gettoken_calls == 2
 
 
 @pytest.mark.parametrize(

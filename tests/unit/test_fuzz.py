@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import enum
 import types
 import typing
 from typing import Any
@@ -104,6 +105,8 @@ def conforms(value: Any, tp: Any) -> bool:
         return type(value) is tp and all(
             conforms(getattr(value, f.name), hints[f.name]) for f in attrs.fields(tp)
         )
+    if isinstance(tp, type) and issubclass(tp, enum.IntEnum):
+        return type(value) is (tp if value in tp._value2member_map_ else int)
     return type(value) is tp  # str and int: never a bool, a float or a list in disguise
 
 

@@ -11,6 +11,7 @@ import pytest
 from tests.conftest import BASE, CORP_ID, SECRET, Call, MockWeCom
 from wecom_async import RateLimit, SessionPool, WeComClient, WeComInputError
 from wecom_async._ratelimit import DEFAULT_LIMITS, SlidingWindow, normalize_limits
+from wecom_async.testing import most_in_any_window
 
 PATH = "externalcontact/list"
 
@@ -23,17 +24,6 @@ def latency_handler(low: float, high: float, seed: int = 7) -> Any:
         return {"errcode": 0, "errmsg": "ok", "external_userid": []}
 
     return handler
-
-
-def most_in_any_window(times: list[float], period: float) -> int:
-    """The largest number of times that fall in one half-open window of ``period``."""
-    times = sorted(times)
-    best, start = 0, 0
-    for end, t in enumerate(times):
-        while t - times[start] >= period:
-            start += 1
-        best = max(best, end - start + 1)
-    return best
 
 
 def most_slots_held(calls: list[Call], period: float) -> int:

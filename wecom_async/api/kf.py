@@ -8,8 +8,6 @@ import secrets
 from collections.abc import AsyncGenerator, Iterable, Mapping
 from typing import Any, Final
 
-import attrs
-
 from .._call_options import CallOptions, ExtraBudget
 from .._converter import decode
 from .._paging import (
@@ -22,9 +20,9 @@ from .._paging import (
     unique_ids,
 )
 from .._ratelimit import RateLimit
+from .._wire import keep_raw
 from ..errors import WeComDecodeError, WeComInputError
 from ..models.kf import (
-    KF_TYPED_MSGTYPES,
     KfAccount,
     KfCustomerBatch,
     KfMessage,
@@ -338,15 +336,7 @@ def _has_more(page: Mapping[str, Any]) -> bool:
 
 def _sync_page(data: dict[str, Any], path: str) -> KfSyncPage:
     """Decode one page; a message of a msgtype without a model keeps its whole JSON."""
-    page = decode(data, KfSyncPage, path=path)
-    if any(m.msgtype not in KF_TYPED_MSGTYPES for m in page.msg_list):
-        raw = array_field(data, "msg_list", path)
-        messages = tuple(
-            m if m.msgtype in KF_TYPED_MSGTYPES else attrs.evolve(m, raw=raw[i])
-            for i, m in enumerate(page.msg_list)
-        )
-        page = attrs.evolve(page, msg_list=messages)
-    return page
+    return keep_raw(decode(data, KfSyncPage, path=path), data)
 
 
 def _message(msgtype: object, content: object, msgid: object) -> dict[str, Any]:

@@ -134,6 +134,7 @@ class MemoryQueue:
         return f"<MemoryQueue waiting={self._queue.qsize()}>"
 
     async def put(self, key: str, payload: str) -> bool:
+        """Queue ``payload`` unless ``key`` was queued before; False for a duplicate."""
         if not self._seen.add(key):
             return False
         try:
@@ -144,18 +145,23 @@ class MemoryQueue:
         return True
 
     async def get(self) -> Delivery:
+        """The next callback to handle (waits for one)."""
         return await self._queue.get()
 
     async def ack(self, delivery: Delivery) -> None:
+        """The handler succeeded: forget the callback."""
         self._queue.task_done()
 
     async def nack(self, delivery: Delivery) -> None:
+        """The handler failed: it is logged and dropped (no redelivery in memory)."""
         self._queue.task_done()
 
     async def touch(self, delivery: Delivery) -> None:
+        """The handler is still running (nothing to renew in memory)."""
         pass
 
     async def join(self) -> None:
+        """Wait until every queued callback was handled."""
         await self._queue.join()
 
 
@@ -259,6 +265,7 @@ class RedisStreamQueue:
         self._group_ready = True
 
     async def put(self, key: str, payload: str) -> bool:
+        """Queue ``payload`` unless ``key`` was queued before; False for a duplicate."""
         from redis.exceptions import RedisError
 
         try:
@@ -272,6 +279,7 @@ class RedisStreamQueue:
         return bool(added)
 
     async def get(self) -> Delivery | None:
+        """The next callback to handle, or None when none came within the poll time."""
         await self._ensure_group()
         now = time.monotonic()
         if not self._claimed and now >= self._next_claim:
@@ -328,19 +336,23 @@ class RedisStreamQueue:
             await pipe.execute()
 
     async def ack(self, delivery: Delivery) -> None:
+        """The handler succeeded: forget the callback."""
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.xack(self.stream, self.group, delivery.id)
             pipe.xdel(self.stream, delivery.id)
             await pipe.execute()
 
     async def nack(self, delivery: Delivery) -> None:
+        """The handler failed: leave it pending, for another worker to claim once idle."""
         pass  # it stays pending: claimed again once idle for claim_idle
 
     async def touch(self, delivery: Delivery) -> None:
+        """The handler is still running: renew its claim so no other worker takes it."""
         # Re-claiming our own entry resets its idle time without counting a delivery.
         await self._redis.xclaim(
             self.stream, self.group, self.consumer, 0, [delivery.id], justid=True
         )
 
     async def join(self) -> None:
+        """Wait until every queued callback was handled (by this worker)."""
         pass  # other workers share the stream: there is nothing to wait for here

@@ -1,5 +1,16 @@
 """Typed, frozen models of WeCom answers. Attribute names are the wire names."""
 
+from .enums import (
+    AddWay,
+    ChannelsScene,
+    ChannelsSource,
+    ContactType,
+    ExternalAttrType,
+    Gender,
+    KfOrigin,
+    ServiceState,
+    TagType,
+)
 from .external_contact import (
     BatchContact,
     BatchGetByUserPage,
@@ -31,12 +42,17 @@ from .kf import (
 from .school import SchoolExternalContact, SchoolExternalContactDetail, SubscriberInfo
 
 __all__ = [
+    "AddWay",
     "BatchContact",
     "BatchGetByUserPage",
+    "ChannelsScene",
+    "ChannelsSource",
+    "ContactType",
     "EnterSessionContext",
     "ExternalAttr",
     "ExternalAttrMiniprogram",
     "ExternalAttrText",
+    "ExternalAttrType",
     "ExternalAttrWeb",
     "ExternalContact",
     "ExternalContactDetail",
@@ -45,17 +61,21 @@ __all__ = [
     "FollowInfo",
     "FollowUser",
     "FollowUserTag",
+    "Gender",
     "KfAccount",
     "KfCustomer",
     "KfCustomerBatch",
     "KfEvent",
     "KfMessage",
+    "KfOrigin",
     "KfServiceState",
     "KfSyncPage",
     "SchoolExternalContact",
     "SchoolExternalContactDetail",
+    "ServiceState",
     "SessionWechatChannels",
     "SubscriberInfo",
     "SyncedCustomer",
+    "TagType",
     "WechatChannels",
 ]

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import attrs
 
+from .enums import AddWay, ChannelsSource, ContactType, ExternalAttrType, Gender, TagType
+
 __all__ = [
     "BatchContact",
     "BatchGetByUserPage",
@@ -58,7 +60,7 @@ class ExternalAttrMiniprogram:
 class ExternalAttr:
     """One external attribute; ``type`` 0 is text, 1 web, 2 mini-program."""
 
-    type: int = 0
+    type: ExternalAttrType = ExternalAttrType.TEXT
     name: str = ""
     text: ExternalAttrText | None = None
     web: ExternalAttrWeb | None = None
@@ -78,8 +80,8 @@ class ExternalContact:
 
     external_userid: str = ""
     name: str = ""
-    type: int = 0
-    gender: int = 0
+    type: ContactType = ContactType.UNKNOWN
+    gender: Gender = Gender.UNKNOWN
     avatar: str | None = None
     unionid: str | None = None
     position: str | None = None
@@ -98,7 +100,7 @@ class FollowUserTag:
 
     group_name: str = ""
     tag_name: str = ""
-    type: int = 0
+    type: TagType = TagType.UNKNOWN
     tag_id: str | None = None
 
 
@@ -107,7 +109,7 @@ class WechatChannels:
     """The WeChat Channels account a customer was added through (``add_way`` 10)."""
 
     nickname: str = ""
-    source: int = 0
+    source: ChannelsSource = ChannelsSource.UNKNOWN
 
 
 @attrs.frozen(kw_only=True)
@@ -121,7 +123,7 @@ class _Relationship:
     remark_corp_name: str | None = None
     remark_mobiles: tuple[str, ...] = ()
     oper_userid: str | None = None
-    add_way: int | None = None
+    add_way: AddWay | None = None
     state: str | None = None
     wechat_channels: WechatChannels | None = None
 

@@ -11,6 +11,8 @@ from typing import Any
 
 import attrs
 
+from .enums import ChannelsScene, Gender, KfOrigin, ServiceState
+
 __all__ = [
     "KF_TYPED_MSGTYPES",
     "ORIGIN_CUSTOMER",
@@ -51,7 +53,7 @@ class SessionWechatChannels:
 
     nickname: str | None = None
     shop_nickname: str | None = None
-    scene: int = 0
+    scene: ChannelsScene = ChannelsScene.UNKNOWN
 
 
 @attrs.frozen(kw_only=True)
@@ -70,7 +72,7 @@ class KfCustomer:
     external_userid: str = ""
     nickname: str = ""
     avatar: str | None = None
-    gender: int = 0
+    gender: Gender = Gender.UNKNOWN
     unionid: str | None = None
     enter_session_context: EnterSessionContext | None = None
 
@@ -281,7 +283,7 @@ class KfMessage:
     open_kfid: str = ""
     external_userid: str = ""
     send_time: int = 0
-    origin: int = 0
+    origin: KfOrigin = KfOrigin.UNKNOWN
     servicer_userid: str = ""
     msgtype: str = ""
     text: KfText | None = None
@@ -313,9 +315,9 @@ class KfMessage:
 
 
 #: ``origin`` values: the customer, a system event, a servicer (or this app).
-ORIGIN_CUSTOMER = 3
-ORIGIN_EVENT = 4
-ORIGIN_SERVICER = 5
+ORIGIN_CUSTOMER = KfOrigin.CUSTOMER
+ORIGIN_EVENT = KfOrigin.EVENT
+ORIGIN_SERVICER = KfOrigin.SERVICER
 
 
 @attrs.frozen(kw_only=True)
@@ -347,5 +349,5 @@ class KfAccount:
 class KfServiceState:
     """Who serves a customer: ``service_state`` 0 new, 1 bot, 2 queue, 3 servicer, 4 ended."""
 
-    service_state: int = 0
+    service_state: ServiceState = ServiceState.NEW
     servicer_userid: str = ""

@@ -11,7 +11,9 @@ Install the package and pytest gets a ``wecom_fake`` fixture too.
 
 from ._callbacks import CallbackPusher, FakeCallbacks, PushAttempt
 from ._data import FakeCorp
-from ._server import WECOM_LIMITS, FakeCall, FakeStats, FakeWeCom, Faults
+from ._pipeline import FakeCall, FakeStats, Faults
+from ._server import WECOM_LIMITS, FakeWeCom
+from ._window import SlidingWindow, most_in_any_window
 
 __all__ = [
     "WECOM_LIMITS",
@@ -23,4 +25,6 @@ __all__ = [
     "FakeWeCom",
     "Faults",
     "PushAttempt",
+    "SlidingWindow",
+    "most_in_any_window",
 ]

@@ -64,6 +64,7 @@ class PushAttempt:
 
     @property
     def ok(self) -> bool:
+        """Whether the app answered 200."""
         return self.status == 200
 
 

@@ -154,6 +154,7 @@ class FakeCorp:
         return f"{surname}{m:04d}"
 
     def member_index(self, userid: str) -> int | None:
+        """The index of member ``userid``, or None for one not in the corp."""
         return self._member_index.get(userid)
 
     # -- customers --
@@ -163,6 +164,7 @@ class FakeCorp:
         return 2 if self._unit(_CUSTOMER, i, 1) < 0.3 else 1
 
     def customer_id(self, i: int) -> str:
+        """The ``external_userid`` of customer ``i``."""
         prefix = "wo" if self.customer_type(i) == 2 else "wm"
         return f"{prefix}{_token(_mix(self.seed, _CUSTOMER, i), 20)}C{i:09d}"
 
@@ -179,6 +181,7 @@ class FakeCorp:
         return i
 
     def follower_count(self, i: int) -> int:
+        """How many members follow customer ``i``."""
         if i < self.popular:
             return self.members
         u = self._unit(_FOLLOWERS, i)
@@ -373,9 +376,11 @@ class FakeCorp:
     # -- school parents --
 
     def parent_id(self, j: int) -> str:
+        """The ``external_userid`` of school parent ``j``."""
         return f"wm{_token(_mix(self.seed, _PARENT, j), 20)}P{j:09d}"
 
     def parent_index(self, external_userid: str) -> int | None:
+        """The index of the school parent ``external_userid``, or None."""
         if len(external_userid) != 32 or external_userid[22] != "P":
             return None
         digits = external_userid[23:]

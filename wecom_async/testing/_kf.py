@@ -20,7 +20,6 @@ import hashlib
 import json
 import secrets
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from email.message import Message
 from email.parser import BytesParser
@@ -31,6 +30,7 @@ import attrs
 from aiohttp import web
 
 from ._callbacks import event_xml
+from ._window import SlidingWindow
 
 if TYPE_CHECKING:
     from ._server import FakeWeCom
@@ -102,7 +102,7 @@ class FakeKf:
         self.tokenless_violations = 0
         self._customers: dict[str, Answer] = {}
         self._tokens: dict[str, float] = {}
-        self._tokenless: deque[float] = deque()
+        self._tokenless = SlidingWindow(TOKENLESS_PERIOD)
         self._blocked_until = 0.0
         self._sent_ids: dict[str, SentKfMessage] = {}
         self._codes: dict[str, tuple[str, str, float]] = {}
@@ -295,12 +295,10 @@ class FakeKf:
         self.tokenless_calls += 1
         if now < self._blocked_until:
             return False
-        while self._tokenless and self._tokenless[0] <= now - TOKENLESS_PERIOD:
-            self._tokenless.popleft()
-        if len(self._tokenless) >= TOKENLESS_CALLS:
+        if self._tokenless.count(now) >= TOKENLESS_CALLS:
             self._blocked_until = now + TOKENLESS_PERIOD
             return False
-        self._tokenless.append(now)
+        self._tokenless.add(now)
         return True
 
     async def _sync_msg(self, request: web.Request) -> Answer:
