@@ -184,9 +184,10 @@ class TokenManager:
     async def get(self, fetch: Fetch, max_wait: float | None = None) -> str:
         """The current token, refreshing it with ``fetch`` (as a single flight) when needed.
 
-        A refresh runs under the policy of the caller that started it; ``max_wait``
-        bounds how long any other caller waits on it (its own policy may allow less).
-        Past it, :class:`~wecom_async.WeComTransportError`; the refresh goes on.
+        A refresh runs under the policy of the ``fetch`` that started it;
+        ``max_wait`` bounds how long a caller waits on it (its own policy may allow
+        less), the one that started it included. Past it,
+        :class:`~wecom_async.WeComTransportError`; the refresh goes on for the others.
         """
         local = self._local
         if local is not None and local.is_fresh(self._clock()):
@@ -195,9 +196,6 @@ class TokenManager:
         if refresh is None:
             refresh = self._refresh = asyncio.ensure_future(self._load(fetch))
             refresh.add_done_callback(self._refresh_done)
-            # Its own fetch, under its own policy: that policy bounds it already
-            # (a pause's jitter may take it a little past max_wait).
-            max_wait = None
         # shield: a caller cancelled while waiting must not cancel the refresh that
         # every other waiter is sharing.
         try:

@@ -372,6 +372,8 @@ class WeComClient:
         self._tokens = self._pool.token_manager(self._base_url, self._token_key, token_store)
         self._urls: dict[str, URL] = {}
         self._life = _Lifetime()
+        self._origin = self
+        """The client itself; a view made by with_options keeps its client's."""
         self._is_view = False
         self.stats = ClientStats()
         """Counters of requests, retries, token fetches and 45009 answers."""
@@ -440,7 +442,7 @@ class WeComClient:
             current.retry if retry is None else retry,
             current.max_pages if max_pages is None else max_pages,
         )
-        view = copy.copy(self)
+        view = copy.copy(self)  # view._origin stays this client's origin
         view._settings = settings
         view._is_view = True
         view._owns_pool = False
@@ -603,8 +605,13 @@ class WeComClient:
             async with _Budget(self, path, options):
                 # Taken once the slot is held: a long wait for a slot must not
                 # outlive the token.
+                # A refresh runs as the client itself, never as a view: a web handler's
+                # impatient view must not hand its short retry budget to every batch
+                # caller waiting on the same refresh. A view bounds only its own wait.
+                origin = self._origin
+                wait = None if self is origin else self._settings.refresh_wait
                 try:
-                    token = await self._tokens.get(self._fetch_token, self._settings.refresh_wait)
+                    token = await self._tokens.get(origin._fetch_token, wait)
                 except WeComError as exc:
                     raise _RefreshFailed(exc) from None
                 query = {**params, "access_token": token}

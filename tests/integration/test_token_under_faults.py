@@ -113,3 +113,30 @@ async def test_a_view_waits_on_a_shared_refresh_no_longer_than_its_own_policy(
     with pytest.raises(WeComError):
         await batch_call  # closed with the client
     assert server.gettoken_calls == 1
+
+
+async def test_a_refresh_started_by_an_impatient_view_runs_under_the_clients_policy(
+    server: TinyServer,
+) -> None:
+    # A web handler's view (one try) is first to need a token, while gettoken fails
+    # once. The batch callers waiting on that refresh must get the client's retries,
+    # not the view's single try.
+    gettoken_answers = [{"errcode": -1, "errmsg": "system busy"}]
+
+    def gettoken(request: web.Request) -> web.Response:
+        if gettoken_answers:
+            return web.json_response(gettoken_answers.pop())
+        return server.issue_token(request)
+
+    server.gettoken = gettoken
+    server.route = lambda request: web.json_response(OK)
+    batch = RetryPolicy(max_attempts=3, backoff_base=0.01, backoff_max=0.05)
+    async with WeComClient(CORP_ID, SECRET, base_url=server.base_url, retry=batch) as client:
+        impatient = client.with_options(retry=RetryPolicy(max_attempts=1))
+        view_call = asyncio.ensure_future(impatient.external_contact.list("u"))
+        await asyncio.sleep(0)  # the view starts the refresh
+        batch_calls = await asyncio.gather(*(client.external_contact.list("u") for _ in range(5)))
+        view_result = await asyncio.gather(view_call, return_exceptions=True)
+    assert batch_calls == [["wm1"]] * 5
+    assert view_result == [["wm1"]]  # it waited within its patience for the client's retry
+    assert server.gettoken_calls == 2  # one refresh, retried once under the client's policy
