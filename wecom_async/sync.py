@@ -25,11 +25,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import math
 import os
-import re
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -39,6 +37,7 @@ from typing import IO, TYPE_CHECKING, Any, Literal
 import attrs
 
 from ._converter import decode
+from ._json import dumps, escape_surrogates, loads
 from ._paging import Stream, array_field, gather_all
 from ._pairs import usable_pair
 from ._sync_files import Output, os_error, remove_quietly
@@ -62,7 +61,6 @@ _EXPORT_STEP = 2000
 _ISOLATE_ERRCODES = frozenset({40003})
 #: How old a state may be and still be resumed: older pairs are too stale to merge.
 DEFAULT_MAX_STATE_AGE = 24 * 3600.0
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @attrs.frozen
@@ -98,19 +96,6 @@ class SyncReport:
     """Pairs left out: no customer (``external_contact: null``) or no member to file them under."""
 
 
-def _escape_surrogates(text: str) -> str:
-    return _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
-
-
-def _dumps(value: Any) -> str:
-    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-    # json.loads turns "\ud83d" into a lone surrogate, which no UTF-8 encoder (nor
-    # SQLite) takes; put the escape back, which reads back to the same string.
-    if not text.isascii() and _LONE_SURROGATE.search(text):
-        return _escape_surrogates(text)
-    return text
-
-
 def _rows(page: Mapping[str, Any], userids: Sequence[str]) -> tuple[list[Row], int]:
     """The pairs of one page as rows, and how many were skipped (see ``_pairs.py``)."""
     rows: list[Row] = []
@@ -122,7 +107,7 @@ def _rows(page: Mapping[str, Any], userids: Sequence[str]) -> tuple[list[Row], i
             continue
         ext_id, userid, contact, info = pair
         rows.append(
-            (_escape_surrogates(ext_id), _dumps(contact), _escape_surrogates(userid), _dumps(info))
+            (escape_surrogates(ext_id), dumps(contact), escape_surrogates(userid), dumps(info))
         )
     if skipped:
         logger.warning(
@@ -387,7 +372,7 @@ class CustomerStream(Stream[SyncedCustomer]):
 
 
 def _customer(contact: str, infos: list[str]) -> SyncedCustomer:
-    data = {"external_contact": json.loads(contact), "follow_info": [json.loads(i) for i in infos]}
+    data = {"external_contact": loads(contact), "follow_info": [loads(i) for i in infos]}
     return decode(data, SyncedCustomer, path=_PATH)
 
 

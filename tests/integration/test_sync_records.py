@@ -20,6 +20,7 @@ from aiohttp import web
 
 from tests.integration.test_bulk import check_exactly_once, read_lines
 from tests.servers import TinyServer
+from tests.unit.test_json import json_path
 from wecom_async import WeComClient, WeComInputError, WeComSyncError
 from wecom_async.models import SyncedCustomer
 from wecom_async.sync import SyncProgress, iter_customers, plan_chunks, sync_customers
@@ -316,3 +317,14 @@ async def test_a_state_path_that_is_the_output_or_its_temporary_is_refused(
                 await sync_customers(client, out, state=state)
     assert out.read_text() == "the previous export\n"
     assert fake.stats.calls == 0
+
+
+async def test_the_output_is_byte_identical_with_and_without_orjson(tmp_path: Path) -> None:
+    outputs = []
+    async with FakeWeCom(customers=2000, seed=7) as fake, fake.client() as client:
+        for fast in (True, False):
+            with json_path(fast):
+                await sync_customers(client, tmp_path / f"{fast}.jsonl")
+            outputs.append((tmp_path / f"{fast}.jsonl").read_bytes())
+    assert outputs[0] == outputs[1]
+    check_exactly_once(fake.corp, read_lines(tmp_path / "True.jsonl"))
