@@ -96,7 +96,7 @@ def pages(draw: st.DrawFn) -> tuple[bytes, list[str]]:
     userids = draw(st.lists(texts.filter(bool), min_size=1, max_size=3, unique=True))
     items = []
     for _ in range(draw(st.integers(0, 4))):
-        contact = {"external_userid": draw(texts.filter(bool)), **draw(fields)}
+        contact = {**draw(fields), "external_userid": draw(texts.filter(bool))}
         info = {**draw(fields), "userid": draw(st.sampled_from(userids))}
         items.append({"external_contact": contact, "follow_info": info})
     page = {"errcode": 0, "errmsg": "ok", "external_contact_list": items, "next_cursor": ""}
