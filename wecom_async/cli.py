@@ -378,8 +378,13 @@ async def _sync(args: argparse.Namespace) -> int:
         state = STDOUT_STATE if state is None else state
     client = _client(args)
     handler = _StderrHandler(logging.WARNING)
+    if not args.verbose:
+        # The summary names the refused members and counts the skipped pairs once.
+        handler.addFilter(lambda record: not hasattr(record, "wecom_sync_in_report"))
     sync_logger = logging.getLogger("wecom_async.sync")
     sync_logger.addHandler(handler)
+    # Printed by this handler alone: the package's handler would print each again.
+    sync_logger.propagate = False
     try:
         async with client:
             with _Progress(quiet=args.quiet) as progress:
@@ -395,6 +400,7 @@ async def _sync(args: argparse.Namespace) -> int:
                 )
     finally:
         sync_logger.removeHandler(handler)
+        sync_logger.propagate = True
     _print_report(report, client.stats)
     return 0
 

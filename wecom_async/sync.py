@@ -61,6 +61,9 @@ _EXPORT_STEP = 2000
 _ISOLATE_ERRCODES = frozenset({40003})
 #: How old a state may be and still be resumed: older pairs are too stale to merge.
 DEFAULT_MAX_STATE_AGE = 24 * 3600.0
+#: On log records that the SyncReport restates (members refused, pairs skipped), so
+#: a front end that prints the report can leave the live lines out.
+IN_REPORT = {"wecom_sync_in_report": True}
 
 
 @attrs.frozen
@@ -114,6 +117,7 @@ def _rows(page: Mapping[str, Any], userids: Sequence[str]) -> tuple[list[Row], i
             "%s: skipped %d pairs without a customer or a member to file them under",
             _PATH,
             skipped,
+            extra=IN_REPORT,
         )
     return rows, skipped
 
@@ -233,7 +237,9 @@ async def _fetch_chunk(
         except WeComAPIError as exc:
             if exc.errcode in _ISOLATE_ERRCODES:
                 if len(userids) == 1:
-                    logger.warning("member %r refused by WeCom (%s); skipped", userids[0], exc)
+                    logger.warning(
+                        "member %r refused by WeCom (%s); skipped", userids[0], exc, extra=IN_REPORT
+                    )
                     await store.run(store.fail, cid, userids[0], exc.errcode)
                     return []
                 half = len(userids) // 2

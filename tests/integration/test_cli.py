@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -15,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from tests.integration.test_sync_records import OddCorp
+from tests.servers import TinyServer
 from wecom_async.testing import FakeCorp
 
 CMD = [sys.executable, "-m", "wecom_async"]
@@ -263,3 +266,52 @@ def test_ctrl_c_interrupts_cleanly_and_the_next_run_resumes(tmp_path: Path) -> N
         assert sorted(read_ids(out)) == sorted(CORP.customer_id(i) for i in range(300))
     finally:
         slow.stop()
+
+
+async def test_sync_reports_refused_members_and_skipped_pairs_once(
+    server: TinyServer, tmp_path: Path
+) -> None:
+    corp = OddCorp()
+    server.route = corp.route
+    out = tmp_path / "c.jsonl"
+    env = {**os.environ, "WECOM_CORP_ID": "corp", "WECOM_CORP_SECRET": "secret"}
+    proc = await asyncio.create_subprocess_exec(
+        *CMD, "sync", "--base-url", server.base_url, "--out", str(out), "--quiet",
+        env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    # The server runs on this test's loop: wait for the child without blocking it.
+    stdout, stderr = await asyncio.wait_for(proc.communicate(), timeout=60)
+    text = stderr.decode()
+    assert proc.returncode == 0, text
+    assert stdout == b""
+    lines = text.splitlines()
+    assert [line for line in lines if "gone" in line] == [
+        "warning: WeCom refused 1 members; their customers are missing: gone"
+    ], text
+    # Chunks [u1] [u2] [u3] [gone, u4]: u1's pair without userid is u1's; the pair
+    # with a null customer is the one skipped.
+    assert [line for line in lines if "skipped" in line] == [
+        "warning: 1 pairs were skipped: no customer in them, or no member to file them under"
+    ], text
+    assert len(lines) == 3 and lines[0].startswith("wrote 11 customers from 5 members"), text
+    assert sorted(read_ids(out)) == ["wmA", "wmB", "wmC", "wmD", *(f"wmE{i:03d}" for i in range(7))]
+
+
+async def test_sync_verbose_also_reports_them_as_they_happen(
+    server: TinyServer, tmp_path: Path
+) -> None:
+    corp = OddCorp()
+    server.route = corp.route
+    env = {**os.environ, "WECOM_CORP_ID": "corp", "WECOM_CORP_SECRET": "secret"}
+    proc = await asyncio.create_subprocess_exec(
+        *CMD, "sync", "-v", "--base-url", server.base_url, "--out", str(tmp_path / "c.jsonl"),
+        "--quiet", env=env, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    _, stderr = await asyncio.wait_for(proc.communicate(), timeout=60)
+    text = stderr.decode()
+    assert proc.returncode == 0, text
+    refused = [line for line in text.splitlines() if "'gone' refused" in line]
+    assert refused == [
+        "warning: member 'gone' refused by WeCom (WeCom errcode 40003 on "
+        "externalcontact/batch/get_by_user: invalid userid); skipped"
+    ], text
