@@ -12,6 +12,7 @@ import logging
 import math
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +30,18 @@ from wecom_async.testing import FakeCorp, FakeWeCom
 BATCH = "externalcontact/batch/get_by_user"
 
 
-def minimum_pages(corp: FakeCorp, members_per_call: int, lanes: int) -> int:
-    """The batch requests a sync of ``corp`` needs: each chunk's pairs in pages of 100."""
+def minimum_pages(
+    corp: FakeCorp, members_per_call: int, lanes: int, plan: Callable[..., Any] = plan_chunks
+) -> int:
+    """The batch requests a sync of ``corp`` needs: each chunk's pairs in pages of 100.
+
+    A page spans members, so a chunk takes ceil(its pairs / 100) pages: the minimum
+    for the plan, which only each chunk's last, partial page keeps above
+    ceil(all pairs / 100).
+    """
     return sum(
         math.ceil(sum(len(corp.customers_of(corp.member_index(u))) for u in chunk) / 100)  # type: ignore[arg-type]
-        for chunk in plan_chunks(corp.userids, members_per_call, lanes)
+        for chunk in plan(corp.userids, members_per_call, lanes)
     )
 
 
@@ -328,3 +336,29 @@ async def test_the_output_is_byte_identical_with_and_without_orjson(tmp_path: Pa
             outputs.append((tmp_path / f"{fast}.jsonl").read_bytes())
     assert outputs[0] == outputs[1]
     check_exactly_once(fake.corp, read_lines(tmp_path / "True.jsonl"))
+
+
+def unbalanced_plan(members: list[str], per_call: int, lanes: int) -> list[list[str]]:
+    """The plan before #11: chunks of ``per_call`` in order, whatever the lanes."""
+    return [members[i : i + per_call] for i in range(0, len(members), per_call)]
+
+
+async def test_balanced_chunks_keep_every_lane_busy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """600 members in 4 lanes: 6 chunks of 100 run in two waves, the second half idle.
+
+    Latency-bound (0.1 s a page, little CPU), the fetch takes as many page times as
+    its busiest lane walks pages: 2 chunks of ~16 pages before, 2 of ~12 after.
+    """
+    phases = {}
+    for name, plan in (("unbalanced", unbalanced_plan), ("balanced", plan_chunks)):
+        monkeypatch.setattr("wecom_async.sync.plan_chunks", plan)
+        async with FakeWeCom(customers=6000, seed=3, latency=0.1) as fake:
+            async with fake.client() as client:
+                await sync_customers(client, tmp_path / f"{name}.jsonl")
+            calls = fake.calls_to(BATCH)
+            assert len(calls) == minimum_pages(fake.corp, 100, 4, plan)
+            phases[name] = calls[-1].time - calls[0].time
+    # Lanes 4, pages per chunk: 6 of ~15.5 (2 waves: ~31 steps), 8 of ~11.6 (~23).
+    assert phases["balanced"] < 0.85 * phases["unbalanced"], phases
