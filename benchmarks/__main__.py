@@ -153,10 +153,12 @@ def _b4(res: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _ratio_row(label: str, before: list[float], after: list[float], fmt: str) -> str:
+def _ratio_row(label: str, runs: dict[str, list[dict[str, float]]], key: str) -> str:
+    """A figure's median (min–max) for each of the two variants, and their ratio."""
+    before, after = ([r[key] for r in variant] for variant in runs.values())
     return (
-        f"| {label} | {median(before):{fmt}} ({spread(before)}) | "
-        f"{median(after):{fmt}} ({spread(after)}) | **{median(after) / median(before):.2f}×** |"
+        f"| {label} | {median(before):.2f} ({spread(before)}) | "
+        f"{median(after):.2f} ({spread(after)}) | **{median(after) / median(before):.2f}×** |"
     )
 
 
@@ -174,29 +176,14 @@ def _b5(res: dict[str, Any]) -> list[str]:
         "",
         "| figure | stdlib json | orjson (`[fast]`) | ratio |",
         "|---|---|---|---|",
-        _ratio_row(
-            "sync CPU s",
-            [r["cpu_s"] for r in cpu["stdlib"]],
-            [r["cpu_s"] for r in cpu["orjson"]],
-            ".2f",
-        ),
-        _ratio_row(
-            "wall s",
-            [r["elapsed"] for r in cpu["stdlib"]],
-            [r["elapsed"] for r in cpu["orjson"]],
-            ".2f",
-        ),
+        _ratio_row("sync CPU s", cpu, "cpu_s"),
+        _ratio_row("wall s", cpu, "elapsed"),
         "",
         f"Lanes, the fake at {m.LATENCY_MS} ms latency (orjson on in both):",
         "",
         "| figure | before #11 (100 a chunk) | balanced | ratio |",
         "|---|---|---|---|",
-        _ratio_row(
-            "wall s",
-            [r["elapsed"] for r in lanes["unbalanced"]],
-            [r["elapsed"] for r in lanes["balanced"]],
-            ".2f",
-        ),
+        _ratio_row("wall s", lanes, "elapsed"),
     ]
     for name in ("unbalanced", "balanced"):
         pages = plans[name]

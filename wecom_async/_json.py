@@ -7,8 +7,8 @@ the stdlib does the work. orjson differs on
 - integers beyond 64 bits: parsed as floats (silently), refused when written;
 - lone UTF-16 surrogates (``"Tom\\ud83d"``, an emoji WeCom cut in half), a UTF-8
   BOM, ``NaN``/``Infinity``, numbers too big for a double: refused when parsed;
-- floats written with a one-digit exponent (``1e-7`` where the stdlib writes
-  ``1e-07``), and NaN/Infinity written as ``null``.
+- floats written in other notations (``1e-7`` for the stdlib's ``1e-07``,
+  ``0.000015…`` for ``1.5…e-05``), and NaN/Infinity written as ``null``.
 
 Bodies with a run of 19 digits are parsed by the stdlib (the only way a number can
 leave 64 bits); anything orjson refuses falls back; a written value that may hold

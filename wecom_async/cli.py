@@ -25,7 +25,13 @@ from . import __version__
 from ._converter import LENIENT
 from .client import DEFAULT_BASE_URL, ClientStats, WeComClient
 from .errors import WeComError, WeComInputError, WeComPermissionError
-from .sync import DEFAULT_MAX_STATE_AGE, SyncProgress, SyncReport, sync_customers
+from .sync import (
+    DEFAULT_MAX_STATE_AGE,
+    IN_REPORT_KEY,
+    SyncProgress,
+    SyncReport,
+    sync_customers,
+)
 
 __all__ = ["main"]
 
@@ -380,7 +386,7 @@ async def _sync(args: argparse.Namespace) -> int:
     handler = _StderrHandler(logging.WARNING)
     if not args.verbose:
         # The summary names the refused members and counts the skipped pairs once.
-        handler.addFilter(lambda record: not hasattr(record, "wecom_sync_in_report"))
+        handler.addFilter(lambda record: not hasattr(record, IN_REPORT_KEY))
     sync_logger = logging.getLogger("wecom_async.sync")
     sync_logger.addHandler(handler)
     # Printed by this handler alone: the package's handler would print each again.

@@ -268,22 +268,28 @@ def test_ctrl_c_interrupts_cleanly_and_the_next_run_resumes(tmp_path: Path) -> N
         slow.stop()
 
 
+async def sync_odd_corp(server: TinyServer, out: Path, *flags: str) -> str:
+    """``wecom-async sync`` of an OddCorp (see test_sync_records); its stderr.
+
+    The server runs on this test's loop, so the child is awaited, not waited for.
+    """
+    server.route = OddCorp().route
+    env = {**os.environ, "WECOM_CORP_ID": "corp", "WECOM_CORP_SECRET": "secret"}
+    proc = await asyncio.create_subprocess_exec(
+        *CMD, "sync", *flags, "--base-url", server.base_url, "--out", str(out), "--quiet",
+        env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    stdout, stderr = await asyncio.wait_for(proc.communicate(), timeout=60)
+    assert proc.returncode == 0, stderr.decode()
+    assert stdout == b""
+    return stderr.decode()
+
+
 async def test_sync_reports_refused_members_and_skipped_pairs_once(
     server: TinyServer, tmp_path: Path
 ) -> None:
-    corp = OddCorp()
-    server.route = corp.route
     out = tmp_path / "c.jsonl"
-    env = {**os.environ, "WECOM_CORP_ID": "corp", "WECOM_CORP_SECRET": "secret"}
-    proc = await asyncio.create_subprocess_exec(
-        *CMD, "sync", "--base-url", server.base_url, "--out", str(out), "--quiet",
-        env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    # The server runs on this test's loop: wait for the child without blocking it.
-    stdout, stderr = await asyncio.wait_for(proc.communicate(), timeout=60)
-    text = stderr.decode()
-    assert proc.returncode == 0, text
-    assert stdout == b""
+    text = await sync_odd_corp(server, out)
     lines = text.splitlines()
     assert [line for line in lines if "gone" in line] == [
         "warning: WeCom refused 1 members; their customers are missing: gone"
@@ -300,16 +306,7 @@ async def test_sync_reports_refused_members_and_skipped_pairs_once(
 async def test_sync_verbose_also_reports_them_as_they_happen(
     server: TinyServer, tmp_path: Path
 ) -> None:
-    corp = OddCorp()
-    server.route = corp.route
-    env = {**os.environ, "WECOM_CORP_ID": "corp", "WECOM_CORP_SECRET": "secret"}
-    proc = await asyncio.create_subprocess_exec(
-        *CMD, "sync", "-v", "--base-url", server.base_url, "--out", str(tmp_path / "c.jsonl"),
-        "--quiet", env=env, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    _, stderr = await asyncio.wait_for(proc.communicate(), timeout=60)
-    text = stderr.decode()
-    assert proc.returncode == 0, text
+    text = await sync_odd_corp(server, tmp_path / "c.jsonl", "-v")
     refused = [line for line in text.splitlines() if "'gone' refused" in line]
     assert refused == [
         "warning: member 'gone' refused by WeCom (WeCom errcode 40003 on "
