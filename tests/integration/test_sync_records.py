@@ -327,15 +327,23 @@ async def test_a_state_path_that_is_the_output_or_its_temporary_is_refused(
     assert fake.stats.calls == 0
 
 
-async def test_the_output_is_byte_identical_with_and_without_orjson(tmp_path: Path) -> None:
-    outputs = []
-    async with FakeWeCom(customers=2000, seed=7) as fake, fake.client() as client:
-        for fast in (True, False):
-            with json_path(fast):
-                await sync_customers(client, tmp_path / f"{fast}.jsonl")
-            outputs.append((tmp_path / f"{fast}.jsonl").read_bytes())
-    assert outputs[0] == outputs[1]
-    check_exactly_once(fake.corp, read_lines(tmp_path / "True.jsonl"))
+async def test_the_output_is_byte_identical_with_and_without_orjson(
+    server: TinyServer, tmp_path: Path
+) -> None:
+    server.route = OddCorp().route  # half an emoji, a null customer, a refused member
+    async with FakeWeCom(customers=2000, seed=7) as fake:
+        for base_url in (fake.base_url, server.base_url):
+            outputs = []
+            async with WeComClient(fake.corp_id, fake.corp_secret, base_url=base_url) as client:
+                for fast in (True, False):
+                    with json_path(fast):
+                        await sync_customers(client, tmp_path / f"{fast}.jsonl")
+                    outputs.append((tmp_path / f"{fast}.jsonl").read_bytes())
+            assert outputs[0] == outputs[1]
+            if base_url == fake.base_url:
+                check_exactly_once(fake.corp, read_lines(tmp_path / "True.jsonl"))
+            else:
+                assert b"Tom\\ud83d" in outputs[0]
 
 
 def unbalanced_plan(members: list[str], per_call: int, lanes: int) -> list[list[str]]:
@@ -348,17 +356,18 @@ async def test_balanced_chunks_keep_every_lane_busy(
 ) -> None:
     """600 members in 4 lanes: 6 chunks of 100 run in two waves, the second half idle.
 
-    Latency-bound (0.1 s a page, little CPU), the fetch takes as many page times as
-    its busiest lane walks pages: 2 chunks of ~16 pages before, 2 of ~12 after.
+    A chunk's pages follow one cursor, so the fetch takes as many page times as its
+    busiest lane walks pages: 6 chunks of 11 pages take 22 (two waves), 8 chunks of
+    8 take 16. At 0.15 s a page the sync's own CPU is a small part of a page time.
     """
     phases = {}
     for name, plan in (("unbalanced", unbalanced_plan), ("balanced", plan_chunks)):
         monkeypatch.setattr("wecom_async.sync.plan_chunks", plan)
-        async with FakeWeCom(customers=6000, seed=3, latency=0.1) as fake:
+        async with FakeWeCom(customers=3000, seed=3, latency=0.15) as fake:
             async with fake.client() as client:
                 await sync_customers(client, tmp_path / f"{name}.jsonl")
             calls = fake.calls_to(BATCH)
             assert len(calls) == minimum_pages(fake.corp, 100, 4, plan)
             phases[name] = calls[-1].time - calls[0].time
-    # Lanes 4, pages per chunk: 6 of ~15.5 (2 waves: ~31 steps), 8 of ~11.6 (~23).
+    # 15 page times against 21 between the first and the last arrival: 0.71.
     assert phases["balanced"] < 0.85 * phases["unbalanced"], phases
