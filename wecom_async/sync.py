@@ -15,8 +15,8 @@ escape, so the output is always valid UTF-8 and reads back to the same string.
 
 A customer followed by several members shows up in several members' pages, so the
 pairs are first spilled into a SQLite file (the *state*, see ``_sync_state.py``),
-keyed by (customer, member): memory stays bounded whatever the corp's size, and a
-pair fetched twice is stored once. Each stored page moves its chunk's cursor in the
+read back sorted by (customer, member): memory stays bounded whatever the corp's
+size, and a pair fetched twice counts once. Each stored page moves its chunk's cursor in the
 same transaction, so a killed sync resumes from the pages it had. One run at a time
 holds the state (and the output) under an OS lock that a crash releases.
 """
@@ -252,7 +252,7 @@ async def _fetch_chunk(
                 return await store.run(store.split, cid, [userids[:half], userids[half:]])
             if cursor and not got_page:
                 # A cursor kept from an earlier run that WeCom no longer takes: fetch the
-                # chunk again from its start (pairs stored twice are stored once).
+                # chunk again from its start (pairs stored twice count once).
                 logger.warning("%s: a resumed cursor was refused (%s); chunk restarted", _PATH, exc)
                 cursor = ""
                 continue

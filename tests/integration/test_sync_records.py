@@ -23,6 +23,7 @@ from tests.integration.test_bulk import check_exactly_once, read_lines
 from tests.servers import TinyServer
 from tests.unit.test_json import json_path
 from wecom_async import WeComClient, WeComInputError, WeComSyncError
+from wecom_async._sync_state import Store
 from wecom_async.models import SyncedCustomer
 from wecom_async.sync import SyncProgress, iter_customers, plan_chunks, sync_customers
 from wecom_async.testing import FakeCorp, FakeWeCom
@@ -371,3 +372,23 @@ async def test_balanced_chunks_keep_every_lane_busy(
             phases[name] = calls[-1].time - calls[0].time
     # 15 page times against 21 between the first and the last arrival: 0.71.
     assert phases["balanced"] < 0.85 * phases["unbalanced"], phases
+
+
+def test_a_pair_stored_twice_is_read_back_once_as_stored_last(tmp_path: Path) -> None:
+    """A page fetched again (after a crash, a refused cursor) appends its pairs again."""
+    store = Store(tmp_path / "state")
+    store.open("corp", False, 3600)
+    try:
+        ((chunk, _, _),) = store.add_chunks([["u1", "u2"]])
+        store.add_page(chunk, [("wmA", '{"v":1}', "u2", '{"i":1}')], [], 0, "c1")
+        store.add_page(chunk, [("wmA", '{"v":1}', "u1", '{"i":2}')], [], 0, "c2")
+        store.add_page(chunk, [("wmB", '{"v":3}', "u1", '{"i":3}')], [], 0, "c3")
+        # The first page again, changed since: its copies win.
+        store.add_page(chunk, [("wmA", '{"v":4}', "u2", '{"i":4}')], [], 0, "")
+        assert store.groups(10) == [
+            ('{"v":4}', ['{"i":2}', '{"i":4}']),
+            ('{"v":3}', ['{"i":3}']),
+        ]
+        assert store.groups(10) == []
+    finally:
+        store.close()
