@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import b1_limit, b2_overhead, b3_decode, b4_sync
+from . import b1_limit, b2_overhead, b3_decode, b4_sync, b5_sync_paths
 from ._common import machine, median, spread
 
 HERE = Path(__file__).parent
@@ -121,12 +121,12 @@ def _b4(res: dict[str, Any]) -> list[str]:
         "",
         "Setup: `sync_customers` in a fresh process against the fake in another (5 ms latency, "
         "WeCom's real limits), one JSON line per customer; each process's peak RSS is its "
-        "VmHWM from /proc. The floor is the same child importing everything and making one "
-        f"call, without syncing: {floor:.1f} MiB (median).",
+        "VmHWM from /proc; CPU is the sync process's, threads included. The floor is the "
+        f"same child syncing a corp of 50 customers: {floor:.1f} MiB (median).",
         "",
-        "| customers | runs | wall s (median) | customers/s | sync peak RSS MiB "
-        "| above the floor MiB | fake's peak RSS MiB |",
-        "|---|---|---|---|---|---|---|",
+        "| customers | runs | wall s (median) | customers/s | sync CPU s | requests "
+        "| sync peak RSS MiB | above the floor MiB | fake's peak RSS MiB |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     above = {}
     for size, runs in sizes.items():
@@ -134,7 +134,10 @@ def _b4(res: dict[str, Any]) -> list[str]:
         above[size] = peak - floor
         lines.append(
             f"| {int(size):,} | {len(runs)} | {median([r['wall_s'] for r in runs]):.1f} | "
-            f"{median([r['customers_per_s'] for r in runs]):,.0f} | {peak:.1f} | "
+            f"{median([r['customers_per_s'] for r in runs]):,.0f} | "
+            f"{median([r['cpu_s'] for r in runs]):.2f} | "
+            f"{median([r['requests'] for r in runs]):,.0f} | "
+            f"{peak:.1f} | "
             f"{above[size]:.1f} | {median([r['server_peak_rss_mib'] for r in runs]):.1f} |"
         )
     small, large = list(sizes)
@@ -150,11 +153,61 @@ def _b4(res: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _ratio_row(label: str, runs: dict[str, list[dict[str, float]]], key: str) -> str:
+    """A figure's median (min–max) for each of the two variants, and their ratio."""
+    before, after = ([r[key] for r in variant] for variant in runs.values())
+    return (
+        f"| {label} | {median(before):.2f} ({spread(before)}) | "
+        f"{median(after):.2f} ({spread(after)}) | **{median(after) / median(before):.2f}×** |"
+    )
+
+
+def _b5(res: dict[str, Any]) -> list[str]:
+    cpu, lanes, plans = res["cpu"], res["lanes"], res["plans"]
+    m = b5_sync_paths
+    lines = [
+        "## B5: the sync's CPU (orjson) and its lanes (balanced chunks)",
+        "",
+        f"Setup: {m.CUSTOMERS:,} customers, {m.MEMBERS} members, {m.LANES} lanes; the sync in a "
+        "fresh process against the fake in another, the two variants alternately, "
+        f"{res['runs']} runs each; medians with min–max.",
+        "",
+        "CPU, the fake without latency; the sync's process CPU (threads included):",
+        "",
+        "| figure | stdlib json | orjson (`[fast]`) | ratio |",
+        "|---|---|---|---|",
+        _ratio_row("sync CPU s", cpu, "cpu_s"),
+        _ratio_row("wall s", cpu, "elapsed"),
+        "",
+        f"Lanes, the fake at {m.LATENCY_MS} ms latency (orjson on in both):",
+        "",
+        "| figure | before #11 (100 a chunk) | balanced | ratio |",
+        "|---|---|---|---|",
+        _ratio_row("wall s", lanes, "elapsed"),
+    ]
+    for name in ("unbalanced", "balanced"):
+        pages = plans[name]
+        made = sorted({int(r["requests"]) for r in lanes[name]})
+        busy = [r["chunk_seconds"] / (m.LANES * r["elapsed"]) for r in lanes[name]]
+        lines.append(f"| {name}: chunks, pages each | {len(pages)}: {pages} | | |")
+        lines.append(
+            f"| {name}: minimum requests (Σ pages + 2) / made | {sum(pages) + 2} / "
+            f"{', '.join(map(str, made))} | | |"
+        )
+        lines.append(
+            f"| {name}: lanes busy (chunk time / lanes × wall) | {median(busy):.2f} "
+            f"({spread(busy)}) | | |"
+        )
+    lines.append("")
+    return lines
+
+
 BENCHMARKS = {
     "B1": (b1_limit, _b1),
     "B2": (b2_overhead, _b2),
     "B3": (b3_decode, _b3),
     "B4": (b4_sync, _b4),
+    "B5": (b5_sync_paths, _b5),
 }
 
 

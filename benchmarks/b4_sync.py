@@ -1,4 +1,4 @@
-"""B4: a whole-corp sync at two sizes: wall time, customers/s and peak RSS.
+"""B4: a whole-corp sync at two sizes: wall time, customers/s, CPU, requests, peak RSS.
 
 The fake (5 ms latency, WeCom's real limits) and the sync each run in a process of
 their own, started afresh for every run; each peak RSS is that process's own VmHWM
@@ -13,62 +13,42 @@ import subprocess
 import sys
 import tempfile
 
-from ._common import peak_rss_mib
+from ._common import ServerProcess, fake_server_process, peak_rss_mib
+
+
+def sync_in_child(server: ServerProcess, *flags: str) -> dict[str, float]:
+    """Run ``benchmarks.sync_child`` against ``server``; its JSON report."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "benchmarks.sync_child",
+                server.base_url,
+                server.corp_id,
+                server.corp_secret,
+                os.path.join(tmp, "out.jsonl"),
+                *flags,
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+            check=True,
+        ).stdout
+    report: dict[str, float] = json.loads(out)
+    return report
 
 
 def one_run(customers: int, *, floor: bool = False) -> dict[str, float]:
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "wecom_async",
-            "fake-server",
-            "--port",
-            "0",
-            "--customers",
-            str(customers),
-            "--latency-ms",
-            "5",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    assert server.stdout is not None
-    info: dict[str, str] = {}
-    while len(info) < 3:
-        key, _, value = server.stdout.readline().partition(":")
-        if key in ("base URL", "corp id", "corp secret"):
-            info[key] = value.strip()
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            child = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "benchmarks.sync_child",
-                    info["base URL"],
-                    info["corp id"],
-                    info["corp secret"],
-                    os.path.join(tmp, "out.jsonl"),
-                ],
-                stdout=subprocess.PIPE,
-                text=True,
-            )
-            out, _ = child.communicate()
-            if child.returncode != 0:
-                raise RuntimeError("the sync failed")
-            report = json.loads(out)
-        server_rss = peak_rss_mib(server.pid)
+    args = ("--customers", str(customers), "--latency-ms", "5")
+    with fake_server_process(*args) as server:
+        report = sync_in_child(server)
         if floor:
             return {"sync_peak_rss_mib": report["peak_rss_mib"]}
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-        server.stdout.close()
+        server_rss = peak_rss_mib(server.proc.pid)
     return {
         "customers": report["customers"],
         "wall_s": report["elapsed"],
+        "cpu_s": report["cpu_s"],
         "customers_per_s": report["customers"] / report["elapsed"],
         "sync_peak_rss_mib": report["peak_rss_mib"],
         "server_peak_rss_mib": server_rss,

@@ -25,7 +25,13 @@ from . import __version__
 from ._wire import to_dict
 from .client import DEFAULT_BASE_URL, ClientStats, WeComClient
 from .errors import WeComError, WeComInputError, WeComPermissionError
-from .sync import DEFAULT_MAX_STATE_AGE, SyncProgress, SyncReport, sync_customers
+from .sync import (
+    DEFAULT_MAX_STATE_AGE,
+    IN_REPORT_KEY,
+    SyncProgress,
+    SyncReport,
+    sync_customers,
+)
 
 __all__ = ["main"]
 
@@ -389,8 +395,13 @@ async def _sync(args: argparse.Namespace) -> int:
         state = STDOUT_STATE if state is None else state
     client = _client(args)
     handler = _StderrHandler(logging.WARNING)
+    if not args.verbose:
+        # The summary names the refused members and counts the skipped pairs once.
+        handler.addFilter(lambda record: not hasattr(record, IN_REPORT_KEY))
     sync_logger = logging.getLogger("wecom_async.sync")
     sync_logger.addHandler(handler)
+    # Printed by this handler alone: the package's handler would print each again.
+    sync_logger.propagate = False
     try:
         async with client:
             with _Progress(quiet=args.quiet) as progress:
@@ -406,6 +417,7 @@ async def _sync(args: argparse.Namespace) -> int:
                 )
     finally:
         sync_logger.removeHandler(handler)
+        sync_logger.propagate = True
     _print_report(report, client.stats)
     return 0
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
-import json
 import logging
 import math
 import sys
@@ -34,6 +33,7 @@ import attrs
 from yarl import URL
 
 from ._call_options import CallOptions, binary_answer
+from ._json import loads
 from ._observe import (
     MASK,
     CallTrace,
@@ -757,7 +757,7 @@ def decode_answer(answer: _Answer, path: str, mask: Callable[[str], str]) -> dic
             retry_after=answer.retry_after,
         )
     try:
-        data = json.loads(answer.body)
+        data = loads(answer.body)
     except (ValueError, RecursionError):
         data = _NOT_JSON
     if data is _NOT_JSON:

@@ -15,8 +15,8 @@ escape, so the output is always valid UTF-8 and reads back to the same string.
 
 A customer followed by several members shows up in several members' pages, so the
 pairs are first spilled into a SQLite file (the *state*, see ``_sync_state.py``),
-keyed by (customer, member): memory stays bounded whatever the corp's size, and a
-pair fetched twice is stored once. Each stored page moves its chunk's cursor in the
+read back sorted by (customer, member): memory stays bounded whatever the corp's
+size, and a pair fetched twice counts once. Each stored page moves its chunk's cursor in the
 same transaction, so a killed sync resumes from the pages it had. One run at a time
 holds the state (and the output) under an OS lock that a crash releases.
 """
@@ -25,11 +25,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import math
 import os
-import re
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -39,6 +37,7 @@ from typing import IO, TYPE_CHECKING, Any, Literal
 import attrs
 
 from ._converter import decode
+from ._json import dumps, escape_surrogates, loads
 from ._paging import Stream, array_field, gather_all
 from ._pairs import usable_pair
 from ._sync_files import Output, os_error, remove_quietly
@@ -62,7 +61,10 @@ _EXPORT_STEP = 2000
 _ISOLATE_ERRCODES = frozenset({40003})
 #: How old a state may be and still be resumed: older pairs are too stale to merge.
 DEFAULT_MAX_STATE_AGE = 24 * 3600.0
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+#: An attribute of the log records that the SyncReport restates (members refused,
+#: pairs skipped), so that a front end printing the report can leave them out.
+IN_REPORT_KEY = "wecom_sync_in_report"
+_IN_REPORT = {IN_REPORT_KEY: True}
 
 
 @attrs.frozen
@@ -98,19 +100,6 @@ class SyncReport:
     """Pairs left out: no customer (``external_contact: null``) or no member to file them under."""
 
 
-def _escape_surrogates(text: str) -> str:
-    return _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
-
-
-def _dumps(value: Any) -> str:
-    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-    # json.loads turns "\ud83d" into a lone surrogate, which no UTF-8 encoder (nor
-    # SQLite) takes; put the escape back, which reads back to the same string.
-    if not text.isascii() and _LONE_SURROGATE.search(text):
-        return _escape_surrogates(text)
-    return text
-
-
 def _rows(page: Mapping[str, Any], userids: Sequence[str]) -> tuple[list[Row], int]:
     """The pairs of one page as rows, and how many were skipped (see ``_pairs.py``)."""
     rows: list[Row] = []
@@ -122,13 +111,14 @@ def _rows(page: Mapping[str, Any], userids: Sequence[str]) -> tuple[list[Row], i
             continue
         ext_id, userid, contact, info = pair
         rows.append(
-            (_escape_surrogates(ext_id), _dumps(contact), _escape_surrogates(userid), _dumps(info))
+            (escape_surrogates(ext_id), dumps(contact), escape_surrogates(userid), dumps(info))
         )
     if skipped:
         logger.warning(
             "%s: skipped %d pairs without a customer or a member to file them under",
             _PATH,
             skipped,
+            extra=_IN_REPORT,
         )
     return rows, skipped
 
@@ -137,7 +127,9 @@ def plan_chunks(members: Sequence[str], per_call: int, lanes: int) -> list[list[
     """Split members into even chunks, as many as a multiple of ``lanes`` allows.
 
     6 chunks of 100 in 4 lanes run in two waves, the second half empty; 8 chunks of
-    75 keep every lane busy in both.
+    75 keep every lane busy in both. A chunk's pages follow one cursor, one after
+    another, and only its last page is partly empty: each chunk more costs half a
+    request on average, and 8 is the fewest that give each of 4 lanes two chunks.
     """
     if not members:
         return []
@@ -248,14 +240,19 @@ async def _fetch_chunk(
         except WeComAPIError as exc:
             if exc.errcode in _ISOLATE_ERRCODES:
                 if len(userids) == 1:
-                    logger.warning("member %r refused by WeCom (%s); skipped", userids[0], exc)
+                    logger.warning(
+                        "member %r refused by WeCom (%s); skipped",
+                        userids[0],
+                        exc,
+                        extra=_IN_REPORT,
+                    )
                     await store.run(store.fail, cid, userids[0], exc.errcode)
                     return []
                 half = len(userids) // 2
                 return await store.run(store.split, cid, [userids[:half], userids[half:]])
             if cursor and not got_page:
                 # A cursor kept from an earlier run that WeCom no longer takes: fetch the
-                # chunk again from its start (pairs stored twice are stored once).
+                # chunk again from its start (pairs stored twice count once).
                 logger.warning("%s: a resumed cursor was refused (%s); chunk restarted", _PATH, exc)
                 cursor = ""
                 continue
@@ -387,7 +384,7 @@ class CustomerStream(Stream[SyncedCustomer]):
 
 
 def _customer(contact: str, infos: list[str]) -> SyncedCustomer:
-    data = {"external_contact": json.loads(contact), "follow_info": [json.loads(i) for i in infos]}
+    data = {"external_contact": loads(contact), "follow_info": [loads(i) for i in infos]}
     return decode(data, SyncedCustomer, path=_PATH)
 
 

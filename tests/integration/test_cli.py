@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -15,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from tests.integration.test_sync_records import OddCorp
+from tests.servers import TinyServer
 from wecom_async import from_dict, to_dict
 from wecom_async.models import ExternalContactDetail, KfCustomerBatch, SyncedCustomer
 from wecom_async.testing import FakeCorp
@@ -300,3 +303,49 @@ def test_every_wecom_command_shares_the_same_options() -> None:
         assert callable(args.run)  # dispatched by set_defaults, not by a table of names
     assert parser.parse_args(["-vv", "demo"]).verbose == 2
     assert parser.parse_args(["demo", "-v"]).verbose == 1
+
+
+async def sync_odd_corp(server: TinyServer, out: Path, *flags: str) -> str:
+    """``wecom-async sync`` of an OddCorp (see test_sync_records); its stderr.
+
+    The server runs on this test's loop, so the child is awaited, not waited for.
+    """
+    server.route = OddCorp().route
+    env = {**os.environ, "WECOM_CORP_ID": "corp", "WECOM_CORP_SECRET": "secret"}
+    proc = await asyncio.create_subprocess_exec(
+        *CMD, "sync", *flags, "--base-url", server.base_url, "--out", str(out), "--quiet",
+        env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    stdout, stderr = await asyncio.wait_for(proc.communicate(), timeout=60)
+    assert proc.returncode == 0, stderr.decode()
+    assert stdout == b""
+    return stderr.decode()
+
+
+async def test_sync_reports_refused_members_and_skipped_pairs_once(
+    server: TinyServer, tmp_path: Path
+) -> None:
+    out = tmp_path / "c.jsonl"
+    text = await sync_odd_corp(server, out)
+    lines = text.splitlines()
+    assert [line for line in lines if "gone" in line] == [
+        "warning: WeCom refused 1 members; their customers are missing: gone"
+    ], text
+    # Chunks [u1] [u2] [u3] [gone, u4]: u1's pair without userid is u1's; the pair
+    # with a null customer is the one skipped.
+    assert [line for line in lines if "skipped" in line] == [
+        "warning: 1 pairs were skipped: no customer in them, or no member to file them under"
+    ], text
+    assert len(lines) == 3 and lines[0].startswith("wrote 11 customers from 5 members"), text
+    assert sorted(read_ids(out)) == ["wmA", "wmB", "wmC", "wmD", *(f"wmE{i:03d}" for i in range(7))]
+
+
+async def test_sync_verbose_also_reports_them_as_they_happen(
+    server: TinyServer, tmp_path: Path
+) -> None:
+    text = await sync_odd_corp(server, tmp_path / "c.jsonl", "-v")
+    refused = [line for line in text.splitlines() if "'gone' refused" in line]
+    assert refused == [
+        "warning: member 'gone' refused by WeCom (WeCom errcode 40003 on "
+        "externalcontact/batch/get_by_user: invalid userid); skipped"
+    ], text

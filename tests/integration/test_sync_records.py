@@ -12,6 +12,7 @@ import logging
 import math
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,9 @@ from aiohttp import web
 
 from tests.integration.test_bulk import check_exactly_once, read_lines
 from tests.servers import TinyServer
+from tests.unit.test_json import json_path
 from wecom_async import WeComClient, WeComInputError, WeComSyncError
+from wecom_async._sync_state import Store
 from wecom_async.models import SyncedCustomer
 from wecom_async.sync import SyncProgress, iter_customers, plan_chunks, sync_customers
 from wecom_async.testing import FakeCorp, FakeWeCom
@@ -28,11 +31,18 @@ from wecom_async.testing import FakeCorp, FakeWeCom
 BATCH = "externalcontact/batch/get_by_user"
 
 
-def minimum_pages(corp: FakeCorp, members_per_call: int, lanes: int) -> int:
-    """The batch requests a sync of ``corp`` needs: each chunk's pairs in pages of 100."""
+def minimum_pages(
+    corp: FakeCorp, members_per_call: int, lanes: int, plan: Callable[..., Any] = plan_chunks
+) -> int:
+    """The batch requests a sync of ``corp`` needs: each chunk's pairs in pages of 100.
+
+    A page spans members, so a chunk takes ceil(its pairs / 100) pages: the minimum
+    for the plan, which only each chunk's last, partial page keeps above
+    ceil(all pairs / 100).
+    """
     return sum(
         math.ceil(sum(len(corp.customers_of(corp.member_index(u))) for u in chunk) / 100)  # type: ignore[arg-type]
-        for chunk in plan_chunks(corp.userids, members_per_call, lanes)
+        for chunk in plan(corp.userids, members_per_call, lanes)
     )
 
 
@@ -316,3 +326,69 @@ async def test_a_state_path_that_is_the_output_or_its_temporary_is_refused(
                 await sync_customers(client, out, state=state)
     assert out.read_text() == "the previous export\n"
     assert fake.stats.calls == 0
+
+
+async def test_the_output_is_byte_identical_with_and_without_orjson(
+    server: TinyServer, tmp_path: Path
+) -> None:
+    server.route = OddCorp().route  # half an emoji, a null customer, a refused member
+    async with FakeWeCom(customers=2000, seed=7) as fake:
+        for base_url in (fake.base_url, server.base_url):
+            outputs = []
+            async with WeComClient(fake.corp_id, fake.corp_secret, base_url=base_url) as client:
+                for fast in (True, False):
+                    with json_path(fast):
+                        await sync_customers(client, tmp_path / f"{fast}.jsonl")
+                    outputs.append((tmp_path / f"{fast}.jsonl").read_bytes())
+            assert outputs[0] == outputs[1]
+            if base_url == fake.base_url:
+                check_exactly_once(fake.corp, read_lines(tmp_path / "True.jsonl"))
+            else:
+                assert b"Tom\\ud83d" in outputs[0]
+
+
+def unbalanced_plan(members: list[str], per_call: int, lanes: int) -> list[list[str]]:
+    """The plan before #11: chunks of ``per_call`` in order, whatever the lanes."""
+    return [members[i : i + per_call] for i in range(0, len(members), per_call)]
+
+
+async def test_balanced_chunks_keep_every_lane_busy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """600 members in 4 lanes: 6 chunks of 100 run in two waves, the second half idle.
+
+    A chunk's pages follow one cursor, so the fetch takes as many page times as its
+    busiest lane walks pages: 6 chunks of 11 pages take 22 (two waves), 8 chunks of
+    8 take 16. At 0.15 s a page the sync's own CPU is a small part of a page time.
+    """
+    phases = {}
+    for name, plan in (("unbalanced", unbalanced_plan), ("balanced", plan_chunks)):
+        monkeypatch.setattr("wecom_async.sync.plan_chunks", plan)
+        async with FakeWeCom(customers=3000, seed=3, latency=0.15) as fake:
+            async with fake.client() as client:
+                await sync_customers(client, tmp_path / f"{name}.jsonl")
+            calls = fake.calls_to(BATCH)
+            assert len(calls) == minimum_pages(fake.corp, 100, 4, plan)
+            phases[name] = calls[-1].time - calls[0].time
+    # 15 page times against 21 between the first and the last arrival: 0.71.
+    assert phases["balanced"] < 0.85 * phases["unbalanced"], phases
+
+
+def test_a_pair_stored_twice_is_read_back_once_as_stored_last(tmp_path: Path) -> None:
+    """A page fetched again (after a crash, a refused cursor) appends its pairs again."""
+    store = Store(tmp_path / "state")
+    store.open("corp", False, 3600)
+    try:
+        ((chunk, _, _),) = store.add_chunks([["u1", "u2"]])
+        store.add_page(chunk, [("wmA", '{"v":1}', "u2", '{"i":1}')], [], 0, "c1")
+        store.add_page(chunk, [("wmA", '{"v":1}', "u1", '{"i":2}')], [], 0, "c2")
+        store.add_page(chunk, [("wmB", '{"v":3}', "u1", '{"i":3}')], [], 0, "c3")
+        # The first page again, changed since: its copies win.
+        store.add_page(chunk, [("wmA", '{"v":4}', "u2", '{"i":4}')], [], 0, "")
+        assert store.groups(10) == [
+            ('{"v":4}', ['{"i":2}', '{"i":4}']),
+            ('{"v":3}', ['{"i":3}']),
+        ]
+        assert store.groups(10) == []
+    finally:
+        store.close()
