@@ -112,8 +112,15 @@ def _attrs_fields(cls: type[Any]) -> tuple[attrs.Attribute[Any], ...]:
     return fields
 
 
+#: Each model's field names: attrs.fields() checks its argument on every call.
+_NAMES: dict[type, tuple[str, ...]] = {}
+
+
 def _fields_of(page: Mapping[str, Any], cls: type[T]) -> dict[str, Any]:
-    return {field.name: page[field.name] for field in _attrs_fields(cls)}
+    names = _NAMES.get(cls)
+    if names is None:
+        names = _NAMES[cls] = tuple(field.name for field in _attrs_fields(cls))
+    return {name: page[name] for name in names}
 
 
 def decode_page(page: dict[str, Any], cls: type[T], *, path: str) -> T:
