@@ -164,15 +164,22 @@ class ExternalContactAPI(Namespace):
             return await self._client._call("GET", path, params, None, _DETAIL)
 
         detail = MergedPages(ExternalContactDetail, ("follow_user",), path=path)
-        pages = follow_cursor(
-            call,
-            {"external_userid": external_userid},
-            path,
-            items_key="follow_user",
-            max_pages=self._client.max_pages,
-        )
-        async for page in pages:
-            detail.add(page)
+        params = {"external_userid": external_userid}
+        first = await call(params)
+        detail.add(first)
+        if first.get("next_cursor") not in (None, ""):
+            # Paged (over 500 followers) or a cursor to refuse: the pager decides.
+            # Most customers have one page, which needs no pager at all.
+            pages = follow_cursor(
+                call,
+                params,
+                path,
+                items_key="follow_user",
+                max_pages=self._client.max_pages,
+                first=first,
+            )
+            async for page in pages:
+                detail.add(page)
         return detail.result()
 
     async def list(self, userid: str) -> builtins.list[str]:
