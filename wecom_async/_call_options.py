@@ -12,13 +12,16 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import aiohttp
 import attrs
 
 from ._ratelimit import RateLimit
 from .errors import WeComDecodeError
+
+if TYPE_CHECKING:
+    from ._fast_decode import FastDecoder
 
 __all__ = ["BINARY_KEY", "CallOptions", "ExtraBudget", "Upload", "binary_answer"]
 
@@ -68,12 +71,15 @@ class CallOptions:
             (with ``content_type`` and ``filename``), unless it is an errcode JSON body.
         max_body: the body cap for this call, in place of the pool's.
         extra_budget: also hold a slot of this budget for every request sent.
+        fast: decode the answer straight into this decoder's model when it fits
+            (a :class:`~wecom_async._fast_decode.FastPage`), else as JSON.
     """
 
     upload: Upload | None = None
     binary: bool = False
     max_body: int | None = None
     extra_budget: ExtraBudget | None = None
+    fast: FastDecoder[Any] | None = None
 
 
 def binary_answer(

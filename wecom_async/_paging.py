@@ -110,6 +110,7 @@ async def follow_cursor(
     cursor_key: str = "cursor",
     more: Callable[[Mapping[str, Any]], bool] | None = None,
     max_empty_pages: int = MAX_EMPTY_PAGES,
+    first: dict[str, Any] | None = None,
 ) -> AsyncIterator[dict[str, Any]]:
     """Yield each page of a cursor-paged endpoint, following ``next_cursor`` to the end.
 
@@ -119,10 +120,14 @@ async def follow_cursor(
     :class:`WeComDecodeError`: one that repeats a cursor, hands out more than
     ``max_pages`` pages, or hands out ``max_empty_pages`` pages in a row with
     nothing in ``items_key`` yet a cursor to go on. Memory stays bounded with the
-    page count.
+    page count. ``first`` is the first page when the caller fetched it already:
+    it is not yielded again, and the pages after it are.
     """
-    page = await call(params)
-    yield page
+    if first is None:
+        page = await call(params)
+        yield page
+    else:
+        page = first
     # Digests, not the cursors: a server may hand out cursors as long as the body
     # cap allows, and a thousand of those would not fit in memory.
     seen: set[bytes] = set()

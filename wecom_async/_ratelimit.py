@@ -124,8 +124,11 @@ class SlidingWindow:
     def _has_room(self, now: float) -> bool:
         # Every window is pruned, not just up to the first full one: a window left
         # holding ended cool-downs would arm the timer in the past, again and again.
-        rooms = [w.has_room(now) for w in self._windows]
-        return all(rooms)
+        room = True
+        for w in self._windows:
+            if not w.has_room(now):
+                room = False
+        return room
 
     def _take(self) -> None:
         for w in self._windows:
@@ -141,12 +144,19 @@ class SlidingWindow:
             free = w.limit.max_calls - w.in_flight - len(w.free_at)
             w.free_at.extend([now + w.limit.period] * max(0, free))
 
-    async def acquire(self) -> RateSlot:
-        """Wait for a slot in every window, take it, and return it for release."""
-        loop = asyncio.get_running_loop()
-        if not self._waiters and self._has_room(loop.time()):
+    def try_acquire(self) -> RateSlot | None:
+        """A slot at once if one is free and nobody waits for it; else None (nothing taken)."""
+        if not self._waiters and self._has_room(asyncio.get_running_loop().time()):
             self._take()
             return _LocalSlot(self)
+        return None
+
+    async def acquire(self) -> RateSlot:
+        """Wait for a slot in every window, take it, and return it for release."""
+        slot = self.try_acquire()
+        if slot is not None:
+            return slot
+        loop = asyncio.get_running_loop()
         waiter: asyncio.Future[None] = loop.create_future()
         self._waiters.append(waiter)
         self._schedule(loop)
@@ -278,4 +288,9 @@ class LocalRateLimiter:
         window = self._windows.get(key)
         if window is None:
             window = self._windows[key] = SlidingWindow(limits)
+        # A free slot is taken here, without awaiting another coroutine; only a
+        # caller that must wait enters the window's queue.
+        slot = window.try_acquire()
+        if slot is not None:
+            return slot
         return await window.acquire()

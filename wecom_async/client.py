@@ -725,14 +725,19 @@ class WeComClient:
     def _decode(
         self, answer: _Answer, path: str, options: CallOptions | None = None
     ) -> dict[str, Any]:
-        if options is not None and options.binary:
-            return binary_answer(
-                answer.status,
-                answer.body,
-                answer.headers,
-                path,
-                lambda: decode_answer(answer, path, self._mask),
-            )
+        if options is not None:
+            if options.fast is not None:
+                return options.fast.answer(
+                    answer.status, answer.body, lambda: decode_answer(answer, path, self._mask)
+                )
+            if options.binary:
+                return binary_answer(
+                    answer.status,
+                    answer.body,
+                    answer.headers,
+                    path,
+                    lambda: decode_answer(answer, path, self._mask),
+                )
         return decode_answer(answer, path, self._mask)
 
     def _mask(self, text: str) -> str:

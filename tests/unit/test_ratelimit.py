@@ -10,7 +10,12 @@ import pytest
 
 from tests.conftest import BASE, CORP_ID, SECRET, Call, MockWeCom
 from wecom_async import RateLimit, SessionPool, WeComClient, WeComInputError
-from wecom_async._ratelimit import DEFAULT_LIMITS, SlidingWindow, normalize_limits
+from wecom_async._ratelimit import (
+    DEFAULT_LIMITS,
+    LocalRateLimiter,
+    SlidingWindow,
+    normalize_limits,
+)
 from wecom_async.testing import most_in_any_window
 
 PATH = "externalcontact/list"
@@ -210,3 +215,56 @@ async def test_a_client_without_limits_cannot_join_a_limited_corp_budget() -> No
         WeComClient(CORP_ID, SECRET, base_url=BASE, pool=pool, rate_limit=RateLimit(3, 1))
         with pytest.raises(ValueError, match="share one budget"):
             WeComClient(CORP_ID, SECRET, base_url=BASE, pool=pool, rate_limit=[])
+
+
+async def test_a_free_slot_is_taken_without_entering_the_windows_queue(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The limiter's fast path: a free slot costs no second coroutine, and never queues."""
+    limiter = LocalRateLimiter()
+    limits = (RateLimit(2, 60.0),)
+    entered: list[SlidingWindow] = []
+    original = SlidingWindow.acquire
+
+    async def counting(self: SlidingWindow) -> Any:
+        entered.append(self)
+        return await original(self)
+
+    monkeypatch.setattr(SlidingWindow, "acquire", counting)
+    first = await limiter.acquire(CORP_ID, PATH, limits)
+    second = await limiter.acquire(CORP_ID, PATH, limits)
+    assert entered == []  # both slots were free
+    third = asyncio.create_task(limiter.acquire(CORP_ID, PATH, limits))
+    await asyncio.sleep(0)
+    assert len(entered) == 1 and not third.done()  # full: this one waits in the queue
+    # A newcomer while someone waits never jumps the queue, even once a slot frees.
+    fourth = asyncio.create_task(limiter.acquire(CORP_ID, PATH, limits))
+    await asyncio.sleep(0)
+    first.release()
+    second.release()
+    assert not third.done() and not fourth.done()  # the cool-down still holds both slots
+    (window,) = limiter._windows.values()
+    assert [w.done() for w in window._waiters] == [False, False]
+    third.cancel()
+    fourth.cancel()
+    await asyncio.gather(third, fourth, return_exceptions=True)
+
+
+async def test_the_fast_path_keeps_first_come_first_served() -> None:
+    """A slot freed while callers wait goes to the first of them, not to a newcomer."""
+    limiter = LocalRateLimiter()
+    limits = (RateLimit(1, 0.05),)
+    held = await limiter.acquire(CORP_ID, PATH, limits)
+    order: list[str] = []
+
+    async def take(name: str) -> None:
+        slot = await limiter.acquire(CORP_ID, PATH, limits)
+        order.append(name)
+        slot.release()
+
+    waiting = asyncio.create_task(take("waiting"))
+    await asyncio.sleep(0)
+    held.release()  # cool-down: the slot frees in 0.05 s, to the waiter
+    late = asyncio.create_task(take("newcomer"))
+    await asyncio.wait_for(asyncio.gather(waiting, late), timeout=2)
+    assert order == ["waiting", "newcomer"]

@@ -9,7 +9,9 @@ import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
+from .._call_options import CallOptions
 from .._converter import decode
+from .._fast_decode import FastDecoder, MergedPages
 from .._paging import (
     Stream,
     array_field,
@@ -38,6 +40,9 @@ logger = logging.getLogger("wecom_async")
 #: batch/get_by_user takes at most 100 userids a call and returns at most 100 pairs.
 BATCH_MAX_USERIDS = 100
 BATCH_MAX_LIMIT = 100
+
+#: externalcontact/get's answers, decoded straight into the model when they fit.
+_DETAIL = CallOptions(fast=FastDecoder(ExternalContactDetail))
 
 #: 60011: the app may not see this customer's followers; it concerns only that id.
 _PER_ID_PERMISSION_ERRCODES = frozenset({60011})
@@ -156,23 +161,26 @@ class ExternalContactAPI(Namespace):
         require_id(external_userid, "external_userid")
 
         async def call(params: Mapping[str, Any]) -> dict[str, Any]:
-            return await self._client._call("GET", path, params)
+            return await self._client._call("GET", path, params, None, _DETAIL)
 
-        first: dict[str, Any] | None = None
-        follow_user: builtins.list[Any] = []
-        pages = follow_cursor(
-            call,
-            {"external_userid": external_userid},
-            path,
-            items_key="follow_user",
-            max_pages=self._client.max_pages,
-        )
-        async for page in pages:
-            if first is None:
-                first = page
-            follow_user.extend(array_field(page, "follow_user", path))
-        assert first is not None
-        return decode({**first, "follow_user": follow_user}, ExternalContactDetail, path=path)
+        detail = MergedPages(ExternalContactDetail, ("follow_user",), path=path)
+        params = {"external_userid": external_userid}
+        first = await call(params)
+        detail.add(first)
+        if first.get("next_cursor") not in (None, ""):
+            # Paged (over 500 followers) or a cursor to refuse: the pager decides.
+            # Most customers have one page, which needs no pager at all.
+            pages = follow_cursor(
+                call,
+                params,
+                path,
+                items_key="follow_user",
+                max_pages=self._client.max_pages,
+                first=first,
+            )
+            async for page in pages:
+                detail.add(page)
+        return detail.result()
 
     async def list(self, userid: str) -> builtins.list[str]:
         """List the external_userid of every customer of one member (no paging).

@@ -10,6 +10,7 @@ from typing import Any, Final
 
 from .._call_options import CallOptions, ExtraBudget
 from .._converter import decode
+from .._fast_decode import FastDecoder, FastPage, MergedPages, decode_page
 from .._paging import (
     Stream,
     array_field,
@@ -23,6 +24,7 @@ from .._ratelimit import RateLimit
 from .._wire import keep_raw
 from ..errors import WeComDecodeError, WeComInputError
 from ..models.kf import (
+    KF_TYPED_MSGTYPES,
     KfAccount,
     KfCustomerBatch,
     KfMessage,
@@ -43,6 +45,11 @@ SYNC_MAX_LIMIT: Final = 1000
 #: minute answer 45009 and block the API for a minute (facts file, path/94670).
 SYNC_WITHOUT_TOKEN_LIMIT: Final = RateLimit(10, 60.0)
 _WITHOUT_TOKEN = ExtraBudget("kf/sync_msg#without-token", (SYNC_WITHOUT_TOKEN_LIMIT,))
+
+#: Answers decoded straight into their models when they fit.
+_BATCHGET = CallOptions(fast=FastDecoder(KfCustomerBatch))
+_SERVICE_STATE = CallOptions(fast=FastDecoder(KfServiceState))
+_SYNC_PAGE = FastDecoder(KfSyncPage)
 
 #: send_msg's msgid: at most 32 bytes of digits, letters, ``_`` and ``-`` (path/94677).
 _MSGID = re.compile(r"[0-9A-Za-z_-]{1,32}")
@@ -103,14 +110,15 @@ class KfAPI(Namespace):
 
         async def one_chunk(chunk: list[str]) -> dict[str, Any]:
             body = {"external_userid_list": chunk, "need_enter_session_context": flag}
-            return await self._client._call("POST", path, None, body)
+            return await self._client._call("POST", path, None, body, _BATCHGET)
 
         pages = await gather_all(one_chunk(list(c)) for c in chunked(ids, BATCHGET_MAX_IDS))
-        merged: dict[str, list[Any]] = {"customer_list": [], "invalid_external_userid": []}
+        batch = MergedPages(
+            KfCustomerBatch, ("customer_list", "invalid_external_userid"), path=path
+        )
         for page in pages:
-            for key, items in merged.items():
-                items.extend(array_field(page, key, path))
-        return decode(merged, KfCustomerBatch, path=path)
+            batch.add(page)
+        return batch.result()
 
     # -- messages (path/94670, path/94677) --
 
@@ -175,7 +183,7 @@ class KfAPI(Namespace):
                     f"voice_format must be 0 (amr) or 1 (silk), got {voice_format!r}"
                 )
             body["voice_format"] = voice_format
-        options = CallOptions(extra_budget=None if token else _WITHOUT_TOKEN)
+        options = CallOptions(extra_budget=None if token else _WITHOUT_TOKEN, fast=_SYNC_PAGE)
         client = self._client
 
         async def call(page_body: Mapping[str, Any]) -> dict[str, Any]:
@@ -291,7 +299,8 @@ class KfAPI(Namespace):
             "open_kfid": require_id(open_kfid, "open_kfid"),
             "external_userid": require_id(external_userid, "external_userid"),
         }
-        return decode(await self._client._call("POST", path, None, body), KfServiceState, path=path)
+        page = await self._client._call("POST", path, None, body, _SERVICE_STATE)
+        return decode_page(page, KfServiceState, path=path)
 
     async def trans_service_state(
         self,
@@ -336,7 +345,11 @@ def _has_more(page: Mapping[str, Any]) -> bool:
 
 def _sync_page(data: dict[str, Any], path: str) -> KfSyncPage:
     """Decode one page; a message of a msgtype without a model keeps its whole JSON."""
-    return keep_raw(decode(data, KfSyncPage, path=path), data)
+    page = decode_page(data, KfSyncPage, path=path)
+    if any(m.msgtype not in KF_TYPED_MSGTYPES for m in page.msg_list):
+        # Only then is a fast page parsed again, for the raw JSON of those messages.
+        page = keep_raw(page, data.json() if isinstance(data, FastPage) else data)
+    return page
 
 
 def _message(msgtype: object, content: object, msgid: object) -> dict[str, Any]:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from .._converter import decode
+from .._call_options import CallOptions
+from .._fast_decode import FastDecoder, decode_page
 from .._paging import require_id
 from ..models.school import SchoolExternalContactDetail
 from ._base import Namespace
 
 __all__ = ["SchoolAPI"]
+
+_DETAIL = CallOptions(fast=FastDecoder(SchoolExternalContactDetail))
 
 
 class SchoolAPI(Namespace):
@@ -23,5 +26,6 @@ class SchoolAPI(Namespace):
         """
         path = "externalcontact/get"
         require_id(external_userid, "external_userid")
-        page = await self._client._call("GET", path, {"external_userid": external_userid})
-        return decode(page, SchoolExternalContactDetail, path=path)
+        params = {"external_userid": external_userid}
+        page = await self._client._call("GET", path, params, None, _DETAIL)
+        return decode_page(page, SchoolExternalContactDetail, path=path)
