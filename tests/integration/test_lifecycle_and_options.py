@@ -39,6 +39,17 @@ OK = {"errcode": 0, "external_userid": ["wm1"]}
 # -- closing --
 
 
+async def slot_waiters(client: WeComClient, count: int) -> None:
+    """Wait until ``count`` callers are queued for a slot of externalcontact/list."""
+    window = client._pool.rate_limiter._windows[(CORP_ID, "externalcontact/list")]
+
+    async def queued() -> None:
+        while len(window._waiters) < count:  # noqa: ASYNC110 - the queue has no event
+            await asyncio.sleep(0)
+
+    await asyncio.wait_for(queued(), 5)
+
+
 async def test_aclose_wakes_callers_waiting_for_a_slot(server: TinyServer) -> None:
     server.route = lambda request: web.json_response(OK)
     client = WeComClient(CORP_ID, SECRET, base_url=server.base_url, rate_limit=RateLimit(1, 60.0))
@@ -48,7 +59,7 @@ async def test_aclose_wakes_callers_waiting_for_a_slot(server: TinyServer) -> No
         asyncio.create_task(client.external_contact.list("u")),
         asyncio.create_task(view.external_contact.list("u")),
     ]
-    await asyncio.sleep(0.05)
+    await slot_waiters(client, 2)  # both are queued for the slot, not yet closed out
     assert not any(t.done() for t in waiting)
     started = time.monotonic()
     await client.aclose()
@@ -63,7 +74,7 @@ async def test_a_caller_cancelled_while_closing_stays_cancelled(server: TinyServ
     client = WeComClient(CORP_ID, SECRET, base_url=server.base_url, rate_limit=RateLimit(1, 60.0))
     await client.external_contact.list("u")
     waiter = asyncio.create_task(client.external_contact.list("u"))
-    await asyncio.sleep(0.05)
+    await slot_waiters(client, 1)
     waiter.cancel()  # the caller's own cancellation, then the close
     await client.aclose()
     await asyncio.gather(waiter, return_exceptions=True)
