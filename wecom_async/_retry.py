@@ -6,8 +6,10 @@ import asyncio
 import inspect
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from types import TracebackType
+from typing import Any, ParamSpec, TypeVar
 
 import attrs
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
@@ -20,9 +22,6 @@ from .errors import (
     WeComStoreError,
     WeComTransportError,
 )
-
-if TYPE_CHECKING:
-    from ._observe import CallTrace
 
 __all__ = ["TRANSIENT_ERRCODES", "RetryPolicy"]
 
@@ -110,17 +109,39 @@ class RetryPolicy:
         ceiling = min(self.backoff_max, self.backoff_base * 2.0 ** (failures - 1))
         return ceiling * (0.5 + 0.5 * self.jitter())
 
-    def retrying(self, on_retry: OnRetry) -> _CallRetrying:
-        """A tenacity controller for one logical call: the one retry loop.
+    async def run(
+        self,
+        on_retry: OnRetry,
+        attempt: Callable[P, Awaitable[T]],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        """``await attempt(*args, **kwargs)`` until a try succeeds or tenacity stops.
 
-        Use it as ``with policy.retrying(on_retry) as retrying: async for attempt
-        in retrying: ...``. ``on_retry(wait, error, attempt)`` runs before each
-        wait, to count and log it (``attempt`` is the number of the try that failed).
+        This is the one retry loop.
+
+        tenacity takes every decision: whether a failure is tried again, how long
+        to wait first, when to stop. It is entered at the first failure. Before
+        the first try it has nothing to decide (with no ``before`` hook, its one
+        step is "attempt"), and building its state cost a call that succeeds at
+        once (nearly every call) a fifth of the client's own CPU time; so the
+        first try runs at once, and a failure is handed to tenacity as that try's
+        outcome. ``on_retry(wait, error, attempt)`` runs before each wait, to count
+        and log it (``attempt`` is the number of the try that failed).
         """
+        started = time.monotonic()
+        try:
+            return await attempt(*args, **kwargs)
+        except Exception as exc:  # tenacity decides, for this try as for every other
+            first: ExcInfo = (type(exc), exc, exc.__traceback__)
         idle = self._idle
-        controller = idle.pop() if idle else _CallRetrying(self._idle, **self._tenacity)
+        controller = idle.pop() if idle else _CallRetrying(idle, **self._tenacity)
         controller.on_retry = on_retry
-        return controller
+        try:
+            with controller:
+                return await controller.resume(started, first, attempt, *args, **kwargs)
+        finally:
+            del first  # its traceback refers to this frame: no cycle for the collector
 
     def __attrs_post_init__(self) -> None:
         # What tenacity needs, built once per policy: a call then pays only for its
@@ -151,6 +172,9 @@ class RetryPolicy:
 
 
 OnRetry = Callable[[float, BaseException, int], None]
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
+T = TypeVar("T")
+P = ParamSpec("P")
 
 #: Idle controllers a policy keeps for reuse (more are made under load, then dropped).
 _MAX_IDLE = 64
@@ -164,21 +188,37 @@ class _CallRetrying(AsyncRetrying):
     """tenacity's controller for one call at a time, reused by its policy's later calls.
 
     Making a controller (and the thread-local state tenacity gives each) cost about
-    as much as running it, so a policy keeps idle ones: ``retrying()`` takes one,
-    and leaving the ``with`` resets it and puts it back. The reset also breaks the
-    reference cycles a controller keeps to its call's state; left in place, they
-    handed some thirty objects per call to the cycle collector, whose passes then
-    cost more than tenacity itself.
+    as much as running it, so a policy keeps idle ones: :meth:`RetryPolicy.run`
+    takes one, and leaving the ``with`` resets it and puts it back. The reset also
+    breaks the reference cycles a controller keeps to its call's state; left in
+    place, they handed some thirty objects per call to the cycle collector.
     """
 
     def __init__(self, idle: list[_CallRetrying], **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._idle = idle
         self.on_retry: OnRetry = _nothing
-        self.trace: CallTrace | None = None
-        """What watches this call (the client's CallTrace), if anyone does."""
-        self.on_exit: Callable[[BaseException | None], None] | None = None
-        """Told how the call ended: None, or the exception leaving the ``with``."""
+
+    async def resume(
+        self,
+        started: float,
+        failure: ExcInfo,
+        attempt: Callable[P, Awaitable[T]],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        """Go on from a first try that failed with ``failure``, as tenacity's loop would."""
+        self.begin()
+        self.statistics["start_time"] = started
+        state = self._retry_state = RetryCallState(self, fn=None, args=(), kwargs={})
+        state.start_time = started
+        state.set_exception(failure)
+        while True:
+            # tenacity raises (not retryable, or out of tries), or waits and hands
+            # out the next try; a try that raises is recorded by the ``with``.
+            next_try = await self.__anext__()
+            with next_try:
+                return await attempt(*args, **kwargs)
 
     def _add_action_func(self, fn: Callable[..., Any]) -> None:
         # tenacity wraps each plain function step in a coroutine after asking
@@ -193,13 +233,10 @@ class _CallRetrying(AsyncRetrying):
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
-        if self.on_exit is not None:
-            self.on_exit(exc_info[1])
         self.iter_state.reset()
-        # Set by AsyncRetrying.__aiter__, it refers back to this controller.
+        # Refers back to this controller, and holds the call's last outcome.
         self._retry_state = None  # type: ignore[assignment]
         self.on_retry = _nothing
-        self.trace = self.on_exit = None
         if len(self._idle) < _MAX_IDLE:
             self._idle.append(self)
 

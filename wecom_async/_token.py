@@ -181,6 +181,16 @@ class TokenManager:
             self._seen.append(token.value)
         return token.value
 
+    def held(self) -> str | None:
+        """The token this process holds, while it is fresh; None means :meth:`get` is needed.
+
+        Most calls need nothing more, and this costs them no await.
+        """
+        local = self._local
+        if local is not None and local.is_fresh(self._clock()):
+            return local.value
+        return None
+
     async def get(self, fetch: Fetch, max_wait: float | None = None) -> str:
         """The current token, refreshing it with ``fetch`` (as a single flight) when needed.
 
@@ -189,9 +199,9 @@ class TokenManager:
         less), the one that started it included. Past it,
         :class:`~wecom_async.WeComTransportError`; the refresh goes on for the others.
         """
-        local = self._local
-        if local is not None and local.is_fresh(self._clock()):
-            return local.value
+        held = self.held()
+        if held is not None:
+            return held
         refresh = self._refresh
         if refresh is None:
             refresh = self._refresh = asyncio.ensure_future(self._load(fetch))

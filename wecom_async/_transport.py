@@ -100,8 +100,9 @@ def _trailing(path: str, encoding: str) -> WeComTransportError:
 
 async def read_body(resp: aiohttp.ClientResponse, cap: int, path: str) -> bytes:
     """The whole body, decompressed, refusing one that is (or inflates to) over ``cap`` bytes."""
-    encoding = resp.headers.get("Content-Encoding", "").strip().lower()
-    inflater = _decompressor(encoding, path)
+    told = resp.headers.get("Content-Encoding")
+    encoding = "" if told is None else told.strip().lower()
+    inflater = None if told is None else _decompressor(encoding, path)
     length = resp.content_length
     if inflater is None and length is not None:
         if length > cap:

@@ -23,9 +23,9 @@ import logging
 import math
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
-from typing import Any, Final, NamedTuple
+from typing import Any, Concatenate, Final, NamedTuple, ParamSpec, TypeVar
 from urllib.parse import quote, quote_plus
 
 import aiohttp
@@ -45,7 +45,7 @@ from ._observe import (
 )
 from ._pause import PAUSING_ERRCODE, PauseGate
 from ._ratelimit import LocalRateLimiter, RateLimit, RateLimiter, RateSlot, normalize_limits
-from ._retry import RetryPolicy, _CallRetrying
+from ._retry import RetryPolicy
 from ._token import TokenStore, token_key
 from ._transport import read_body, retry_after, transport_error
 from .api.external_contact import ExternalContactAPI
@@ -77,6 +77,9 @@ DEFAULT_BASE_URL: Final = "https://qyapi.weixin.qq.com/cgi-bin/"
 DEFAULT_MAX_PAGES: Final = 1000
 
 _NOT_JSON: Final = object()
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 #: Seconds a closing client waits for a shared limiter's pending releases.
 _FLUSH_TIMEOUT: Final = 5.0
@@ -234,7 +237,11 @@ class _Budget:
     ) -> None:
         client = self._client
         try:
-            if isinstance(exc, WeComRateLimitError) and exc.errcode == PAUSING_ERRCODE:
+            if (
+                exc is not None
+                and isinstance(exc, WeComRateLimitError)
+                and exc.errcode == PAUSING_ERRCODE
+            ):
                 client.stats.rate_limited += 1
                 # WeCom blocks the API for everyone who shares the corp's budget
                 # (other apps included): pause it for every caller on this pool.
@@ -246,9 +253,11 @@ class _Budget:
                 pause_started(client._hooks, client._corp_id, self._path, seconds, renewed)
                 await _share_pause(client, self._path, seconds)
         finally:
-            self._release()
-            answered = exc is None or isinstance(exc, (WeComAPIError, WeComDecodeError))
-            self._probe_back(answered=answered)
+            if self._slot is not None or self._extra is not None:
+                self._release()
+            if self._probe:
+                answered = exc is None or isinstance(exc, (WeComAPIError, WeComDecodeError))
+                self._probe_back(answered=answered)
 
     def _probe_back(self, *, answered: bool) -> None:
         gate = self._gate
@@ -539,12 +548,9 @@ class WeComClient:
             life.running.add(task)
         self.stats.calls += 1
         try:
-            with self._retrying(path, method) as retrying:
-                async for attempt in retrying:
-                    with attempt:
-                        return await self._authenticated(
-                            method, path, params or {}, body, retrying.trace, options
-                        )
+            return await self._retried(
+                path, method, self._authenticated, method, path, params or {}, body, options
+            )
         except _RefreshFailed as failed:
             error: BaseException = failed.error
         except asyncio.CancelledError as cancelled:
@@ -556,8 +562,15 @@ class WeComClient:
         # Raised out here, so that the error carries no __context__ of our own making.
         raise error
 
-    def _retrying(self, path: str, method: str) -> _CallRetrying:
-        """The retry layer's controller for one logical call, traced when anyone listens."""
+    def _retried(
+        self,
+        path: str,
+        method: str,
+        attempt: Callable[Concatenate[CallTrace | None, P], Awaitable[T]],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> Awaitable[T]:
+        """The retry layer: ``attempt(trace, *args)`` under the policy, traced if anyone listens."""
         policy = self._settings.retry
         trace = None
         if self._hooks is not None or logger.isEnabledFor(logging.DEBUG):
@@ -579,24 +592,18 @@ class WeComClient:
             if trace is not None:
                 trace.retry(wait, error, attempt, policy.max_attempts)
 
-        retrying = policy.retrying(on_retry)
-        if trace is not None:
-            retrying.trace = trace
-            # A refresh that failed is the call's error, not the carrier's.
-            retrying.on_exit = lambda exc: trace.end(
-                exc.error if isinstance(exc, _RefreshFailed) else exc
-            )
-        return retrying
+        run = policy.run(on_retry, attempt, trace, *args, **kwargs)
+        return run if trace is None else _traced(trace, run)
 
     # The authenticate layer ---------------------------------------------
 
     async def _authenticated(
         self,
+        trace: CallTrace | None,
         method: str,
         path: str,
         params: Mapping[str, Any],
         body: Any,
-        trace: CallTrace | None,
         options: CallOptions | None = None,
     ) -> dict[str, Any]:
         """Send with the access token; on a token errcode, drop it and try once more."""
@@ -608,12 +615,14 @@ class WeComClient:
                 # A refresh runs as the client itself, never as a view: a web handler's
                 # impatient view must not hand its short retry budget to every batch
                 # caller waiting on the same refresh. A view bounds only its own wait.
-                origin = self._origin
-                wait = None if self is origin else self._settings.refresh_wait
-                try:
-                    token = await self._tokens.get(origin._fetch_token, wait)
-                except WeComError as exc:
-                    raise _RefreshFailed(exc) from None
+                token = self._tokens.held()
+                if token is None:
+                    origin = self._origin
+                    wait = None if self is origin else self._settings.refresh_wait
+                    try:
+                        token = await self._tokens.get(origin._fetch_token, wait)
+                    except WeComError as exc:
+                        raise _RefreshFailed(exc) from None
                 query = {**params, "access_token": token}
                 try:
                     if trace is not None:
@@ -642,17 +651,7 @@ class WeComClient:
     async def _gettoken(self) -> tuple[str, float]:
         path = "gettoken"
         query = {"corpid": self._corp_id, "corpsecret": self._secret}
-        with self._retrying(path, "GET") as retrying:
-            async for attempt in retrying:
-                with attempt:
-                    async with _Budget(self, path):
-                        self.stats.token_fetches += 1
-                        trace = retrying.trace
-                        if trace is not None:
-                            data = await trace.attempt(self, "GET", path, query, None)
-                        else:
-                            answer = await self._exchange("GET", path, query, None)
-                            data = self._decode(answer, path)
+        data = await self._retried(path, "GET", self._gettoken_once, path, query)
         token = data.get("access_token")
         expires_in = data.get("expires_in", 7200)
         if not isinstance(token, str) or not token:
@@ -669,6 +668,16 @@ class WeComClient:
                 shown = f"a {type(expires_in).__name__}"
             raise WeComDecodeError(f"gettoken answered a bad expires_in: {shown}", path=path)
         return token, expires_in
+
+    async def _gettoken_once(
+        self, trace: CallTrace | None, path: str, query: dict[str, Any]
+    ) -> dict[str, Any]:
+        async with _Budget(self, path):
+            self.stats.token_fetches += 1
+            if trace is not None:
+                return await trace.attempt(self, "GET", path, query, None)
+            answer = await self._exchange("GET", path, query, None)
+            return self._decode(answer, path)
 
     # The exchange layer -------------------------------------------------
 
@@ -689,22 +698,18 @@ class WeComClient:
         failure: BaseException | None = None
         self.stats.requests += 1
         cap = pool.max_body_bytes
-        data: Any = None
+        # Only what this request needs: aiohttp matches each keyword by name.
+        send = pool.request_options
+        if body is not None:
+            send = {**send, "json": body}
         headers = ("", "")
         if options is not None:
             cap = options.max_body or cap
             if options.upload is not None:
-                data, body = options.upload.form(), None
+                send = {**pool.request_options, "data": options.upload.form()}
         try:
             async with pool.session().request(
-                method,
-                url,
-                params=query,
-                json=body,
-                data=data,
-                timeout=timeout,
-                allow_redirects=False,
-                **pool.request_options,
+                method, url, params=query, timeout=timeout, allow_redirects=False, **send
             ) as resp:
                 status = resp.status
                 raw = await read_body(resp, cap, path)
@@ -745,6 +750,18 @@ class WeComClient:
         for form in _secret_forms((self._secret, *self._tokens.recent_values())):
             text = text.replace(form, MASK)
         return text
+
+
+async def _traced(trace: CallTrace, call: Awaitable[T]) -> T:
+    """``await call``, then tell ``trace`` how the call ended."""
+    try:
+        result = await call
+    except BaseException as exc:
+        # A refresh that failed is the call's error, not the carrier's.
+        trace.end(exc.error if isinstance(exc, _RefreshFailed) else exc)
+        raise
+    trace.end(None)
+    return result
 
 
 def decode_answer(answer: _Answer, path: str, mask: Callable[[str], str]) -> dict[str, Any]:

@@ -171,3 +171,55 @@ def test_policy_refuses_nonsense() -> None:
         RetryPolicy(max_attempts=0)
     with pytest.raises(ValueError):
         RetryPolicy(backoff_base=-1)
+
+
+async def _no_sleep(seconds: float) -> None:
+    return None
+
+
+async def _run(policy: RetryPolicy, outcomes: list[BaseException | None]) -> list[object]:
+    """One call under ``policy``: each try takes the next outcome; returns what happened."""
+    seen: list[object] = []
+
+    def on_retry(wait: float, error: BaseException, attempt: int) -> None:
+        seen.append(("retry after", attempt))
+
+    async def attempt(tag: str) -> list[object]:
+        seen.append(tag)
+        outcome = outcomes.pop(0)
+        if outcome is not None:
+            raise outcome
+        return seen
+
+    return await policy.run(on_retry, attempt, "try")
+
+
+async def test_tenacity_decides_from_the_first_failure_on() -> None:
+    # The first try runs before tenacity is entered; its failure must count as
+    # tenacity's first attempt, and pooled controllers must not leak state.
+    policy = RetryPolicy(max_attempts=3, backoff_base=0, sleep=_no_sleep)
+    busy = WeComBusyError(-1, "system busy", "p")
+    assert await _run(policy, [None]) == ["try"]
+    assert await _run(policy, [busy, busy, None]) == [
+        "try",
+        ("retry after", 1),
+        "try",
+        ("retry after", 2),
+        "try",
+    ]
+    outcomes: list[BaseException | None] = [busy, busy, busy, None]
+    with pytest.raises(WeComBusyError) as raised:
+        await _run(policy, outcomes)
+    assert raised.value is busy and outcomes == [None]  # exactly max_attempts tries
+    assert len(policy._idle) == 1  # one controller served both failing calls, in turn
+    not_retried = WeComNotFoundError(84061, "not external contact", "p")
+    outcomes = [not_retried, None]
+    with pytest.raises(WeComNotFoundError):
+        await _run(policy, outcomes)
+    assert outcomes == [None]  # a permanent error is tried once
+
+
+async def test_a_call_that_succeeds_at_once_never_enters_tenacity() -> None:
+    policy = RetryPolicy(sleep=_no_sleep)
+    assert await _run(policy, [None]) == ["try"]
+    assert policy._idle == []  # no controller was made

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 from .._call_options import CallOptions
 from .._converter import decode
-from .._fast_decode import FastDecoder, MergedPages
+from .._fast_decode import FastDecoder, FastPage, MergedPages, decode_page
 from .._paging import (
     Stream,
     array_field,
@@ -160,12 +160,16 @@ class ExternalContactAPI(Namespace):
         path = "externalcontact/get"
         require_id(external_userid, "external_userid")
 
+        params = {"external_userid": external_userid}
+        first = await self._client._call("GET", path, params, None, _DETAIL)
+        if type(first) is FastPage and first["next_cursor"] == "":
+            # Most customers: one page, which fit the model as it came.
+            return decode_page(first, ExternalContactDetail, path=path)
+
         async def call(params: Mapping[str, Any]) -> dict[str, Any]:
             return await self._client._call("GET", path, params, None, _DETAIL)
 
         detail = MergedPages(ExternalContactDetail, ("follow_user",), path=path)
-        params = {"external_userid": external_userid}
-        first = await call(params)
         detail.add(first)
         if first.get("next_cursor") not in (None, ""):
             # Paged (over 500 followers) or a cursor to refuse: the pager decides.
