@@ -2,7 +2,8 @@
 
 One logical call runs through four layers, each with one job:
 
-- **retry** (:meth:`WeComClient._call`): the policy's tenacity loop, the only one;
+- **retry** (:meth:`WeComClient._call`): the policy's tenacity loop, the only one,
+  entered at a call's first failure (:meth:`RetryPolicy.run`);
 - **authenticate** (:meth:`WeComClient._authenticated`): the token as a local
   variable, and at most one more try when WeCom rejects it;
 - **exchange** (:class:`_Budget` and :meth:`WeComClient._exchange`): the 45009
