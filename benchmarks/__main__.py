@@ -79,10 +79,26 @@ def _b2(res: dict[str, Any]) -> list[str]:
         "| goal (issue #17): CPU per request ≤ 1.10× the bare loop | | | "
         f"{'met' if cpu_ratio <= 1.10 else 'NOT met'} |",
         "",
+        *_b2_instructions(res),
         "CPU per request is the figure to watch: on 2 cores the fake (one core, in Python) "
         "is the bottleneck, so requests/s come out close whatever the client costs. The "
         "client does more than the floor: the rate-limit slot, the token check, errcode "
         "handling, cursor paging and decoding into frozen models (see B3).",
+        "",
+    ]
+
+
+def _b2_instructions(res: dict[str, Any]) -> list[str]:
+    counted = res.get("instructions")
+    if not counted:
+        return ["Instructions per request: not counted (quick mode, or no valgrind).", ""]
+    client, bare = counted["client"], counted["bare"]
+    ratio = client / bare
+    return [
+        f"Instructions per request under callgrind ({res['counted_requests']} requests, each "
+        "loop in a fresh process with and without them; what a busy machine does not move): "
+        f"client {client / 1000:.1f}k, bare loop {bare / 1000:.1f}k, **{ratio:.3f}×** "
+        f"(goal ≤ 1.10: {'met' if ratio <= 1.10 else 'NOT met'}).",
         "",
     ]
 

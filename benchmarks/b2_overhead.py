@@ -13,6 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
 import time
 
 import aiohttp
@@ -20,7 +25,7 @@ import aiohttp
 from wecom_async import WeComClient
 from wecom_async.testing import FakeCorp
 
-from ._common import fake_server_process
+from ._common import ServerProcess, fake_server_process
 
 CONCURRENCY = 16
 
@@ -79,8 +84,88 @@ async def measure(
     return runs
 
 
+#: Requests per loop in the instruction count (the count is taken with and without them).
+COUNTED_REQUESTS = 1000
+
+
+async def one_loop(name: str, n: int, base_url: str, corp_id: str, secret: str) -> None:
+    """Warm both loops as ``measure`` does, then run ``n`` requests through ``name``'s."""
+    corp = FakeCorp(customers=20_000)
+    ids = [corp.customer_id(i) for i in range(10, 10 + max(n, 200))]
+    async with (
+        WeComClient(corp_id, secret, base_url=base_url, rate_limit=[]) as client,
+        aiohttp.ClientSession() as session,
+    ):
+        await client_loop(client, ids[:200])
+        token = client._tokens._local.value  # type: ignore[union-attr]
+        await bare_loop(session, base_url, token, ids[:200])
+        if n and name == "client":
+            await client_loop(client, ids[:n])
+        elif n:
+            await bare_loop(session, base_url, token, ids[:n])
+
+
+def _instructions(valgrind: str, args: list[str], scratch: str) -> subprocess.Popen[bytes]:
+    out = os.path.join(scratch, "-".join(args[:2]) + ".out")
+    command = [valgrind, "--tool=callgrind", f"--callgrind-out-file={out}"]
+    return subprocess.Popen(
+        [*command, sys.executable, "-m", "benchmarks.b2_overhead", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def _total(path: str) -> int:
+    with open(path, encoding="ascii", errors="replace") as out:
+        for line in out:
+            if line.startswith(("summary:", "totals:")):
+                return int(line.split()[1])
+    raise RuntimeError(f"no total in {path}")
+
+
+def count_instructions(server: ServerProcess) -> dict[str, float] | None:
+    """Instructions per request of each loop under callgrind: deterministic, load-proof.
+
+    Each loop runs in a fresh process twice, with and without ``COUNTED_REQUESTS``
+    requests after the same warm-up; the difference over the count is the cost of a
+    request, start-up and warm-up cancelled out. None when valgrind is not installed.
+    """
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        return None
+    target = [server.base_url, server.corp_id, server.corp_secret]
+    per_request: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        for name in ("client", "bare"):
+            runs = [
+                _instructions(valgrind, [name, str(n), *target], scratch)
+                for n in (0, COUNTED_REQUESTS)
+            ]
+            for proc in runs:
+                if proc.wait() != 0:
+                    raise RuntimeError(f"callgrind run of the {name} loop failed")
+            without, with_ = (
+                _total(os.path.join(scratch, f"{name}-{n}.out")) for n in (0, COUNTED_REQUESTS)
+            )
+            per_request[name] = (with_ - without) / COUNTED_REQUESTS
+    return per_request
+
+
 def run(quick: bool) -> dict[str, object]:
     n, repeats = (1000, 3) if quick else (5000, 5)
     with fake_server_process("--customers", "20000", "--rate-scale", "1000") as server:
         runs = asyncio.run(measure(server.base_url, server.corp_id, server.corp_secret, n, repeats))
-    return {"requests": n, "concurrency": CONCURRENCY, "runs": runs}
+        instructions = None if quick else count_instructions(server)
+    return {
+        "requests": n,
+        "concurrency": CONCURRENCY,
+        "runs": runs,
+        "instructions": instructions,
+        "counted_requests": COUNTED_REQUESTS,
+    }
+
+
+if __name__ == "__main__":
+    # A child of count_instructions: python -m benchmarks.b2_overhead NAME N URL CORP SECRET
+    loop_name, count, *server_args = sys.argv[1:]
+    asyncio.run(one_loop(loop_name, int(count), *server_args))
