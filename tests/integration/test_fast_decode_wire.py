@@ -19,7 +19,7 @@ from tests.servers import TinyServer
 from wecom_async import RetryPolicy, WeComClient, WeComDecodeError
 from wecom_async import _fast_decode as fast_decode
 from wecom_async._converter import decode
-from wecom_async.models import ExternalContactDetail, KfCustomerBatch
+from wecom_async.models import ExternalContactDetail, KfAccount, KfCustomerBatch
 from wecom_async.testing import FakeWeCom
 
 
@@ -187,3 +187,19 @@ async def old_pages(client: WeComClient, external_userid: str) -> list[dict[str,
         cursor = {**params, "cursor": pages[-1]["next_cursor"]}
         pages.append(await client.request("GET", "externalcontact/get", params=cursor))
     return pages
+
+
+async def test_the_fakes_id_lists_and_accounts_never_reach_cattrs(cattrs_calls: list[type]) -> None:
+    async with FakeWeCom(customers=300, members=12, seed=7) as fake:
+        async with fake.client(rate_limit=[]) as client:
+            members = await client.external_contact.get_follow_user_list()
+            old = await client.request("GET", "externalcontact/get_follow_user_list")
+            assert members == old["follow_user"] and len(members) == 12
+            for userid in members:
+                ids = await client.external_contact.list(userid)
+                old = await client.request("GET", "externalcontact/list", params={"userid": userid})
+                assert ids == old.get("external_userid", [])
+            accounts = await client.kf.list_accounts()
+            old = await client.request("POST", "kf/account/list", json={"offset": 0, "limit": 100})
+            assert accounts == decode(old["account_list"], tuple[KfAccount, ...])
+    assert cattrs_calls == []

@@ -22,12 +22,14 @@ from hypothesis import strategies as st
 
 from tests.conftest import load
 from wecom_async._converter import decode
-from wecom_async._fast_decode import FastDecoder, FastPage, MergedPages, decode_page
+from wecom_async._fast_decode import FastDecoder, FastPage, MergedPages, array_of, decode_page
 from wecom_async._paging import array_field
-from wecom_async.api.kf import _sync_page
+from wecom_async.api.external_contact import _CustomerIds, _FollowUserIds
+from wecom_async.api.kf import _AccountPage, _sync_page
 from wecom_async.client import _Answer, decode_answer
 from wecom_async.models import (
     ExternalContactDetail,
+    KfAccount,
     KfCustomerBatch,
     KfServiceState,
     KfSyncPage,
@@ -278,3 +280,34 @@ def test_odd_bodies_decode_alike(body: bytes) -> None:
     old = outcome(lambda: decode(old_path(body), KfServiceState, path=PATH))
     new = outcome(lambda: decode_page(fast_path(KfServiceState, body), KfServiceState, path=PATH))
     assert new == old
+
+
+# The answers that are one array: the old path read the array with array_field and
+# decoded it as a tuple; array_of must give the same ids or accounts, or error.
+ARRAY_ANSWERS = [
+    (_CustomerIds, "external_userid", str),
+    (_FollowUserIds, "follow_user", str),
+    (_AccountPage, "account_list", KfAccount),
+]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_array_answers_decode_alike_on_both_paths(data: st.DataObject) -> None:
+    cls, key, item = data.draw(st.sampled_from(ARRAY_ANSWERS))
+    body = data.draw(answer(cls))
+
+    def old() -> tuple[Any, ...]:
+        page = old_path(body)
+        return decode(array_field(page, key, PATH), tuple[item, ...], path=PATH)  # type: ignore[valid-type]
+
+    assert outcome(lambda: array_of(fast_path(cls, body), key, item, path=PATH)) == outcome(old)
+
+
+@pytest.mark.parametrize(("cls", "key", "item"), ARRAY_ANSWERS)
+def test_clean_array_answers_take_the_fast_path(cls: type, key: str, item: type) -> None:
+    values: list[Any] = ["wmA", "wmB"] if item is str else [{"open_kfid": "wk1", "name": "A"}]
+    body = json.dumps({"errcode": 0, "errmsg": "ok", key: values}).encode()
+    page = fast_path(cls, body)
+    assert type(page) is FastPage
+    assert array_of(page, key, item, path=PATH) == decode(values, tuple[item, ...], path=PATH)  # type: ignore[valid-type]

@@ -9,9 +9,11 @@ import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
+import attrs
+
 from .._call_options import CallOptions
 from .._converter import decode
-from .._fast_decode import FastDecoder, FastPage, MergedPages, decode_page
+from .._fast_decode import FastDecoder, FastPage, MergedPages, array_of, decode_page
 from .._paging import (
     Stream,
     array_field,
@@ -43,6 +45,25 @@ BATCH_MAX_LIMIT = 100
 
 #: externalcontact/get's answers, decoded straight into the model when they fit.
 _DETAIL = CallOptions(fast=FastDecoder(ExternalContactDetail))
+
+
+# The two id lists, decoded straight into tuples when they fit.
+@attrs.frozen(kw_only=True)
+class _CustomerIds:
+    """``externalcontact/list``'s answer."""
+
+    external_userid: tuple[str, ...] = ()
+
+
+@attrs.frozen(kw_only=True)
+class _FollowUserIds:
+    """``externalcontact/get_follow_user_list``'s answer."""
+
+    follow_user: tuple[str, ...] = ()
+
+
+_CUSTOMER_IDS = CallOptions(fast=FastDecoder(_CustomerIds))
+_FOLLOW_USER_IDS = CallOptions(fast=FastDecoder(_FollowUserIds))
 
 #: 60011: the app may not see this customer's followers; it concerns only that id.
 _PER_ID_PERMISSION_ERRCODES = frozenset({60011})
@@ -195,16 +216,14 @@ class ExternalContactAPI(Namespace):
         path = "externalcontact/list"
         require_id(userid, "userid")
         try:
-            page = await self._client._call("GET", path, {"userid": userid})
+            page = await self._client._call("GET", path, {"userid": userid}, None, _CUSTOMER_IDS)
         except WeComAPIError as exc:
             # A member without customers has been answered 84061 ("not external
             # contact") instead of an empty list (WxJava #1528); path/92113.
             if exc.errcode == 84061:
                 return []
             raise
-        return builtins.list(
-            decode(array_field(page, "external_userid", path), tuple[str, ...], path=path)
-        )
+        return builtins.list(array_of(page, "external_userid", str, path=path))
 
     async def get_follow_user_list(self) -> builtins.list[str]:
         """List the userid of every member with customer contact enabled.
@@ -213,10 +232,8 @@ class ExternalContactAPI(Namespace):
         https://developer.work.weixin.qq.com/document/path/92571
         """
         path = "externalcontact/get_follow_user_list"
-        page = await self._client._call("GET", path)
-        return builtins.list(
-            decode(array_field(page, "follow_user", path), tuple[str, ...], path=path)
-        )
+        page = await self._client._call("GET", path, None, None, _FOLLOW_USER_IDS)
+        return builtins.list(array_of(page, "follow_user", str, path=path))
 
     def batch_get_by_user(
         self, userid_list: Iterable[str], *, limit: int = BATCH_MAX_LIMIT

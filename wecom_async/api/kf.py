@@ -8,12 +8,12 @@ import secrets
 from collections.abc import AsyncGenerator, Iterable, Mapping
 from typing import Any, Final
 
+import attrs
+
 from .._call_options import CallOptions, ExtraBudget
-from .._converter import decode
-from .._fast_decode import FastDecoder, FastPage, MergedPages, decode_page
+from .._fast_decode import FastDecoder, FastPage, MergedPages, array_of, decode_page
 from .._paging import (
     Stream,
-    array_field,
     chunked,
     follow_cursor,
     gather_all,
@@ -50,6 +50,16 @@ _WITHOUT_TOKEN = ExtraBudget("kf/sync_msg#without-token", (SYNC_WITHOUT_TOKEN_LI
 _BATCHGET = CallOptions(fast=FastDecoder(KfCustomerBatch))
 _SERVICE_STATE = CallOptions(fast=FastDecoder(KfServiceState))
 _SYNC_PAGE = FastDecoder(KfSyncPage)
+
+
+@attrs.frozen(kw_only=True)
+class _AccountPage:
+    """One page of ``kf/account/list``."""
+
+    account_list: tuple[KfAccount, ...] = ()
+
+
+_ACCOUNTS = CallOptions(fast=FastDecoder(_AccountPage))
 
 #: send_msg's msgid: at most 32 bytes of digits, letters, ``_`` and ``-`` (path/94677).
 _MSGID = re.compile(r"[0-9A-Za-z_-]{1,32}")
@@ -279,9 +289,9 @@ class KfAPI(Namespace):
         accounts: list[KfAccount] = []
         for _ in range(self._client.max_pages):
             body = {"offset": len(accounts), "limit": _ACCOUNTS_PAGE}
-            page = await self._client._call("POST", path, None, body)
-            items = array_field(page, "account_list", path)
-            accounts.extend(decode(item, KfAccount, path=path) for item in items)
+            page = await self._client._call("POST", path, None, body, _ACCOUNTS)
+            items = array_of(page, "account_list", KfAccount, path=path)
+            accounts.extend(items)
             if len(items) < _ACCOUNTS_PAGE:
                 return tuple(accounts)
         raise WeComDecodeError(
