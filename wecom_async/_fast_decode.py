@@ -99,8 +99,8 @@ class FastDecoder(Generic[T]):
             try:
                 decoded = decoder.decode(body)
             except Exception:  # any misfit at all: the old path decides, lenient or not
-                return old_path()
-            if decoded.errcode == 0:
+                decoded = None  # decided below, so that its error has no __context__
+            if decoded is not None and decoded.errcode == 0:
                 page = FastPage(msgspec.structs.asdict(decoded))
                 page.body = body
                 return page

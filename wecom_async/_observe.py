@@ -170,6 +170,7 @@ class CallTrace:
             self._attempt_done(
                 client, query, status, errcode, time.monotonic() - started, size, failure
             )
+            failure = None  # its traceback holds this frame: no cycle for the collector
         return data
 
     def _attempt_done(

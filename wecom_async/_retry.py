@@ -213,6 +213,8 @@ class _CallRetrying(AsyncRetrying):
         state = self._retry_state = RetryCallState(self, fn=None, args=(), kwargs={})
         state.start_time = started
         state.set_exception(failure)
+        # Neither may outlive the call in the traceback of its last error.
+        del failure, state
         while True:
             # tenacity raises (not retryable, or out of tries), or waits and hands
             # out the next try; a try that raises is recorded by the ``with``.

@@ -723,7 +723,10 @@ class WeComClient:
             # __context__: aiohttp's exception may hold the URL, token and all.
             failure = exc
         if failure is not None:
-            raise transport_error(method, path, failure, timeout.total)
+            try:
+                raise transport_error(method, path, failure, timeout.total) from None
+            finally:
+                failure = None  # its traceback holds this frame: no cycle for the collector
         return _Answer(status, raw, wait, headers)
 
     # The decode layer ---------------------------------------------------
@@ -789,7 +792,7 @@ def decode_answer(answer: _Answer, path: str, mask: Callable[[str], str]) -> dic
         raw = answer.body
         detail = f"{len(raw)} bytes"
         if path != "gettoken":
-            detail += f", starting {mask(raw[:60].decode('utf-8', 'replace'))!r}"
+            detail += f", starting {_excerpt(raw.decode('utf-8', 'replace'), 60, mask)!r}"
         raise WeComDecodeError(
             f"{path} answered a body that is not JSON ({detail})", path=path, retryable=True
         )
@@ -801,12 +804,21 @@ def decode_answer(answer: _Answer, path: str, mask: Callable[[str], str]) -> dic
     if errcode == 0 and type(errcode) is int:
         return data
     if type(errcode) is not int:
-        shown = mask(repr(errcode)[:120])
+        shown = _excerpt(repr(errcode), 120, mask)
         raise WeComDecodeError(
             f"{path} answered an errcode that is not an integer: {shown}", path=path
         )
     errmsg = data.get("errmsg", "")
     raise error_for_errcode(errcode, mask(errmsg if isinstance(errmsg, str) else str(errmsg)), path)
+
+
+#: Longer than any secret: what is masked around an excerpt before it is cut.
+_SECRET_SPAN: Final = 1024
+
+
+def _excerpt(text: str, size: int, mask: Callable[[str], str]) -> str:
+    """The start of ``text``, masked before it is cut: a cut secret would not be found."""
+    return mask(text[: size + _SECRET_SPAN])[:size]
 
 
 def _settings(timeout: object, retry: object, max_pages: object) -> _Settings:
