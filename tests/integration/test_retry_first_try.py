@@ -22,14 +22,11 @@ import pytest
 import tenacity
 from aiohttp import web
 from opentelemetry import trace
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
 from tests.conftest import CORP_ID, SECRET
+from tests.integration.test_hooks import Recorder as HookRecorder
+from tests.integration.test_otel import Telemetry as OtelTelemetry
 from tests.servers import TinyServer, hang_up
 from wecom_async import (
     RetryPolicy,
@@ -45,14 +42,12 @@ from wecom_async import (
     _retry,
 )
 from wecom_async.hooks import (
-    HOOK_NAMES,
     AttemptEnded,
     CallEnded,
     CallStarted,
     RetryScheduled,
     TokenRefreshed,
 )
-from wecom_async.otel import OpenTelemetryHooks
 
 DATA = "externalcontact/list"
 OK = {"errcode": 0, "external_userid": ["wm1"]}
@@ -120,16 +115,8 @@ def script(*answers: Any, then: Any = OK) -> Callable[[web.Request], Awaitable[A
     return route
 
 
-class Recorder:
-    """A hook object that keeps every event, in order."""
-
-    def __init__(self) -> None:
-        self.events: list[Any] = []
-
-    def __getattr__(self, name: str) -> Any:
-        if name in HOOK_NAMES:
-            return self.events.append
-        raise AttributeError(name)
+class Recorder(HookRecorder):
+    """test_hooks' recorder, with its events as comparable tuples."""
 
     def told(self) -> list[tuple[Any, ...]]:
         """The events as comparable tuples, durations left out."""
@@ -383,28 +370,11 @@ async def test_hooks_for_a_refresh_that_fails_then_succeeds_and_one_that_always_
     ]
 
 
-class Telemetry:
-    def __init__(self) -> None:
-        self.spans_out = InMemorySpanExporter()
-        self.tracer_provider = TracerProvider()
-        self.tracer_provider.add_span_processor(SimpleSpanProcessor(self.spans_out))
-        self.reader = InMemoryMetricReader()
-        self.meter_provider = MeterProvider(metric_readers=[self.reader])
-        self.hooks = OpenTelemetryHooks(
-            tracer_provider=self.tracer_provider, meter_provider=self.meter_provider
-        )
+class Telemetry(OtelTelemetry):
+    """test_otel's in-memory exporters, and the retries metric's total."""
 
     def retries(self) -> int:
-        data = self.reader.get_metrics_data()
-        assert data is not None
-        return sum(
-            p.value
-            for r in data.resource_metrics
-            for s in r.scope_metrics
-            for m in s.metrics
-            if m.name == "wecom.client.retries"
-            for p in m.data.data_points
-        )
+        return sum(p.value for p in self.metrics().get("wecom.client.retries", []))
 
 
 @pytest.fixture
