@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import random
 import time
@@ -185,13 +184,15 @@ def _nothing(wait: float, error: BaseException, attempt: int) -> None:
 
 
 class _CallRetrying(AsyncRetrying):
-    """tenacity's controller for one call at a time, reused by its policy's later calls.
+    """tenacity's controller for one failing call at a time, reused by later ones.
 
-    Making a controller (and the thread-local state tenacity gives each) cost about
-    as much as running it, so a policy keeps idle ones: :meth:`RetryPolicy.run`
-    takes one, and leaving the ``with`` resets it and puts it back. The reset also
-    breaks the reference cycles a controller keeps to its call's state; left in
-    place, they handed some thirty objects per call to the cycle collector.
+    Only a call whose first try failed takes one, but in an outage that is every
+    call, and making a controller (with the thread-local state tenacity gives each)
+    costs about as much as running it; so a policy keeps idle ones:
+    :meth:`RetryPolicy.run` takes one, and leaving the ``with`` resets it and puts it
+    back. The reset also breaks the reference cycles a controller keeps to its
+    call's state; left in place, they handed some thirty objects per call to the
+    cycle collector.
     """
 
     def __init__(self, idle: list[_CallRetrying], **kwargs: Any) -> None:
@@ -222,15 +223,6 @@ class _CallRetrying(AsyncRetrying):
             with next_try:
                 return await attempt(*args, **kwargs)
 
-    def _add_action_func(self, fn: Callable[..., Any]) -> None:
-        # tenacity wraps each plain function step in a coroutine after asking
-        # inspect, twice, whether it is one already; the code flags say so cheaper.
-        code = getattr(fn, "__code__", None)
-        if code is not None and not code.co_flags & inspect.CO_COROUTINE:
-            self.iter_state.actions.append(_as_step(fn))
-        else:
-            super()._add_action_func(fn)
-
     def __enter__(self) -> _CallRetrying:
         return self
 
@@ -241,10 +233,3 @@ class _CallRetrying(AsyncRetrying):
         self.on_retry = _nothing
         if len(self._idle) < _MAX_IDLE:
             self._idle.append(self)
-
-
-def _as_step(fn: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
-    async def step(*args: Any, **kwargs: Any) -> Any:
-        return fn(*args, **kwargs)
-
-    return step

@@ -792,7 +792,10 @@ def decode_answer(answer: _Answer, path: str, mask: Callable[[str], str]) -> dic
         raw = answer.body
         detail = f"{len(raw)} bytes"
         if path != "gettoken":
-            detail += f", starting {_excerpt(raw.decode('utf-8', 'replace'), 60, mask)!r}"
+            # Only a bounded start is decoded, however large the body (a UTF-8
+            # character is at most 4 bytes).
+            start = raw[: 4 * (60 + _SECRET_SPAN)].decode("utf-8", "replace")
+            detail += f", starting {_excerpt(start, 60, mask)!r}"
         raise WeComDecodeError(
             f"{path} answered a body that is not JSON ({detail})", path=path, retryable=True
         )
