@@ -347,7 +347,7 @@ class RedisRateLimiter:
                 logger.debug("the rate limiter's pub/sub listener failed: %s", type(exc).__name__)
             finally:
                 with contextlib.suppress(RedisError, OSError):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]
             await asyncio.sleep(self._check)
 
     async def _release(
