@@ -27,7 +27,7 @@ RID = SAMPLE["receive_id"]
 
 @pytest.fixture
 def crypto() -> CallbackCrypto:
-    return CallbackCrypto(TOKEN, KEY, RID)
+    return CallbackCrypto(TOKEN, KEY, RID, max_age=None)
 
 
 def test_the_documented_url_check(crypto: CallbackCrypto) -> None:
@@ -51,7 +51,7 @@ def test_a_plus_stays_a_plus() -> None:
     raw = GET["encrypt"]
     assert "+" in raw
     assert parse_query("echostr=" + raw)["echostr"] == raw
-    crypto = CallbackCrypto(TOKEN, KEY, RID)
+    crypto = CallbackCrypto(TOKEN, KEY, RID, max_age=None)
     sig, ts, nonce = GET["msg_signature"], GET["timestamp"], GET["nonce"]
     assert crypto.verify_url(sig, ts, nonce, raw.replace("+", " ")) == GET["expected_plaintext"]
 
@@ -69,7 +69,7 @@ def test_the_sample_decrypts_to_the_documented_layout() -> None:
 
 @given(text=st.text(max_size=300), prefix=st.binary(min_size=16, max_size=16))
 def test_round_trip(text: str, prefix: bytes) -> None:
-    crypto = CallbackCrypto(TOKEN, KEY, RID)
+    crypto = CallbackCrypto(TOKEN, KEY, RID, max_age=None)
     envelope = crypto.encrypt(text, nonce="n1", timestamp=1409659813, random_prefix=prefix)
     from wecom_async.callback._xml import parse_xml
 
@@ -84,7 +84,7 @@ def test_round_trip(text: str, prefix: bytes) -> None:
 
 
 def test_the_random_prefix_is_injectable_and_otherwise_random() -> None:
-    crypto = CallbackCrypto(TOKEN, KEY, RID)
+    crypto = CallbackCrypto(TOKEN, KEY, RID, max_age=None)
     fixed = [crypto.encrypt_text("x", random_prefix=b"0" * 16) for _ in range(2)]
     assert fixed[0] == fixed[1]
     assert crypto.encrypt_text("x") != crypto.encrypt_text("x")
@@ -108,7 +108,7 @@ def test_a_wrong_key_raises_callback_error_never_index_error(seed: int) -> None:
     rng = random.Random(seed)
     alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
     other = "".join(rng.choice(alphabet) for _ in range(43))
-    crypto = CallbackCrypto(TOKEN, other, RID)
+    crypto = CallbackCrypto(TOKEN, other, RID, max_age=None)
     with pytest.raises(WeComCallbackError) as info:
         crypto.decrypt(POST["msg_signature"], POST["timestamp"], POST["nonce"], POST["body"])
     assert not isinstance(info.value, WeComSignatureError)
@@ -139,14 +139,14 @@ def _pad(data: bytes) -> bytes:
 )
 def test_each_plaintext_check(plain: bytes, why: str) -> None:
     assert len(plain) % 16 == 0
-    crypto = CallbackCrypto(TOKEN, KEY, RID)
+    crypto = CallbackCrypto(TOKEN, KEY, RID, max_age=None)
     encrypted = _forge(KEY, plain)
     with pytest.raises(WeComCallbackError, match=why):
         crypto.decrypt_text(encrypted)
 
 
 def test_not_base64_and_not_blocks() -> None:
-    crypto = CallbackCrypto(TOKEN, KEY, RID)
+    crypto = CallbackCrypto(TOKEN, KEY, RID, max_age=None)
     for text in ("not base64!", base64.b64encode(b"x" * 15).decode(), ""):
         with pytest.raises(WeComCallbackError):
             crypto.decrypt_text(text)
@@ -157,10 +157,10 @@ def test_not_base64_and_not_blocks() -> None:
 
 
 def test_several_receive_ids() -> None:
-    crypto = CallbackCrypto(TOKEN, KEY, ["ww-other", RID])
+    crypto = CallbackCrypto(TOKEN, KEY, ["ww-other", RID], max_age=None)
     plain = crypto.decrypt(POST["msg_signature"], POST["timestamp"], POST["nonce"], POST["body"])
     assert plain == POST["expected_plaintext"]
-    only_other = CallbackCrypto(TOKEN, KEY, {"ww-other"})
+    only_other = CallbackCrypto(TOKEN, KEY, {"ww-other"}, max_age=None)
     with pytest.raises(WeComCallbackError, match="receive id"):
         only_other.decrypt(POST["msg_signature"], POST["timestamp"], POST["nonce"], POST["body"])
 

@@ -18,7 +18,12 @@ from tests.callback.conftest import make_crypto, pusher_to, serve_aiohttp
 from tests.callback.test_receiver import Recorder, change
 from tests.integration.test_redis import REDIS_URL, _reachable
 from wecom_async import WeComStoreError
-from wecom_async.callback import CallbackReceiver, ExternalContactEvent, RedisStreamQueue
+from wecom_async.callback import (
+    CallbackReceiver,
+    ExternalContactEvent,
+    RedisStreamQueue,
+    parse_event,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -58,9 +63,10 @@ async def test_puts_are_deduplicated_across_workers(redis: tuple[aioredis.Redis,
     r, prefix = redis
     a = RedisStreamQueue(r, prefix=prefix, consumer="a")
     b = RedisStreamQueue(r, prefix=prefix, consumer="b")
-    assert await a.put("k1", "<xml/>") is True
-    assert await b.put("k1", "<xml/>") is False  # WeCom's retry reached another worker
-    assert await b.put("k2", "<xml/>") is True
+    event = parse_event(change(1))
+    assert await a.put("k1", event) is True
+    assert await b.put("k1", event) is False  # WeCom's retry reached another worker
+    assert await b.put("k2", event) is True
     assert await r.xlen(a.stream) == 2
 
 
@@ -133,7 +139,7 @@ async def test_a_slow_handler_keeps_its_claim(redis: tuple[aioredis.Redis, str])
     q1 = RedisStreamQueue(r, prefix=prefix, consumer="slow", claim_idle=0.3, block=0.05)
     q2 = RedisStreamQueue(r, prefix=prefix, consumer="other", claim_idle=0.3, block=0.05)
     async with CallbackReceiver(make_crypto(), slow, queue=q1, concurrency=1):
-        assert await q1.put("k", change(1))
+        assert await q1.put("k", parse_event(change(1)))
         await slow.wait_for(1)
         async with CallbackReceiver(make_crypto(), other, queue=q2, concurrency=1):
             # Five claim_idle periods pass while the handler runs; the renewed claim
@@ -152,7 +158,7 @@ async def test_a_poison_event_goes_to_the_dead_stream(redis: tuple[aioredis.Redi
     handler = Recorder(fail=lambda e: True)
     queue = RedisStreamQueue(r, prefix=prefix, claim_idle=0.1, block=0.05, max_deliveries=3)
     async with CallbackReceiver(make_crypto(), handler, queue=queue, concurrency=1):
-        await queue.put("k", change(1))
+        await queue.put("k", parse_event(change(1)))
         await eventually(lambda: r.xlen(queue.dead_stream), 1)
     assert len(handler.events) == 3
     assert await r.xlen(queue.stream) == 0 and await pending(queue, r) == 0
@@ -162,7 +168,7 @@ async def test_redis_down_answers_503() -> None:
     dead = aioredis.Redis.from_url("redis://127.0.0.1:9/0", socket_connect_timeout=0.5)
     queue = RedisStreamQueue(dead)
     with pytest.raises(WeComStoreError):
-        await queue.put("k", "<xml/>")
+        await queue.put("k", parse_event(change(1)))
     async with pusher_to("http://unused") as pusher:
         params, body = pusher.body(change(1))
     try:

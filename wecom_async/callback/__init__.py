@@ -11,6 +11,8 @@ See :class:`CallbackReceiver` for what is answered when, and
 :class:`RedisStreamQueue` for many workers behind one URL.
 """
 
+from typing import TYPE_CHECKING, Any
+
 try:
     import cryptography  # noqa: F401
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
@@ -28,8 +30,21 @@ from ._events import (
     UnknownEvent,
     parse_event,
 )
-from ._queue import CallbackQueue, Delivery, MemoryQueue, RedisStreamQueue
+from ._queue import CallbackQueue, Delivery, MemoryQueue
 from ._receiver import CallbackReceiver, ReceiverStats
+
+if TYPE_CHECKING:
+    from ._redis_queue import RedisStreamQueue
+
+
+def __getattr__(name: str) -> Any:
+    # Imported on first use: it needs the [redis] extra, which the rest does not.
+    if name == "RedisStreamQueue":
+        from ._redis_queue import RedisStreamQueue
+
+        return RedisStreamQueue
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "CallbackCrypto",

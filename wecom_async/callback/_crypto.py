@@ -18,14 +18,38 @@ from urllib.parse import unquote
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from ..errors import WeComCallbackError, WeComInputError, WeComSignatureError
-from ._xml import parse_xml
+from ._xml import check_prolog
 
-__all__ = ["CallbackCrypto", "parse_query"]
+__all__ = ["DEFAULT_MAX_AGE", "CallbackCrypto", "envelope_text", "parse_query"]
 
 #: WeCom pads to 32-byte blocks (not AES's 16), so a pad is 1 to 32 bytes.
 _BLOCK = 32
 _KEY_RE = re.compile(r"[A-Za-z0-9+/]{43}")
 _NONCE_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+# The signed text of an envelope, taken out without parsing it: an unsigned sender
+# must not get to spend a parser's time. The search starts with a literal, so its
+# cost is linear in the body, which the receiver caps.
+_ENCRYPT_RE = re.compile(
+    rb"<Encrypt>[ \t\r\n]*(?:<!\[CDATA\[([A-Za-z0-9+/=]*)\]\]>|([A-Za-z0-9+/=]*))"
+    rb"[ \t\r\n]*</Encrypt>"
+)
+
+#: Seconds a callback's timestamp may be from now before it is refused as a replay.
+DEFAULT_MAX_AGE = 300.0
+
+
+def envelope_text(body: bytes) -> str:
+    """The ``Encrypt`` text of a callback envelope, found without an XML parser.
+
+    Raises:
+        WeComCallbackError: ``body`` is not such an envelope (not XML, UTF-16, a
+            DOCTYPE, another encoding, or no ``<Encrypt>`` of base64 text).
+    """
+    check_prolog(body, "not an envelope")
+    found = _ENCRYPT_RE.search(body)
+    if found is None:
+        raise WeComCallbackError("not an envelope: no <Encrypt> element of base64 text")
+    return (found.group(1) or found.group(2) or b"").decode("ascii")
 
 
 def parse_query(raw: str) -> dict[str, str]:
@@ -52,8 +76,12 @@ class CallbackCrypto:
             self-built app, the suite id for a provider's command callbacks, the
             authorizing corp's id (encrypted per provider) for its data callbacks.
             A collection accepts any of its ids; the first is used to encrypt.
-        max_age: when set, refuse a timestamp more than this many seconds away from
-            now (a replay window), with :class:`~wecom_async.WeComSignatureError`.
+        max_age: refuse a timestamp more than this many seconds away from now, in
+            either direction (a replay window), with
+            :class:`~wecom_async.WeComSignatureError`; 300 s by default, None for
+            no window. A receiver's dedup remembers a callback at least twice as
+            long, so a replay inside the window is a duplicate and one after it
+            is refused.
         clock: seconds since the epoch, for ``max_age`` and ``encrypt``.
 
     Raises:
@@ -61,7 +89,7 @@ class CallbackCrypto:
             receive id is empty.
     """
 
-    __slots__ = ("_aes_key", "_clock", "_receive_ids", "_token", "max_age")
+    __slots__ = ("_aes_key", "_cipher", "_clock", "_receive_ids", "_token", "max_age")
 
     def __init__(
         self,
@@ -69,7 +97,7 @@ class CallbackCrypto:
         encoding_aes_key: str,
         receive_id: str | Collection[str],
         *,
-        max_age: float | None = None,
+        max_age: float | None = DEFAULT_MAX_AGE,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if not isinstance(token, str) or not token:
@@ -87,6 +115,8 @@ class CallbackCrypto:
             raise WeComInputError("max_age must be positive")
         self._token = token
         self._aes_key = base64.b64decode(encoding_aes_key + "=")
+        # Made once: each message takes a fresh decryptor or encryptor from it.
+        self._cipher = Cipher(algorithms.AES(self._aes_key), modes.CBC(self._aes_key[:16]))
         self._receive_ids = ids
         self.max_age = max_age
         self._clock = clock
@@ -107,50 +137,54 @@ class CallbackCrypto:
         return hashlib.sha1("".join(parts).encode()).hexdigest()
 
     def _check(self, msg_signature: str, timestamp: str, nonce: str, encrypted: str) -> None:
+        if not msg_signature:
+            raise WeComSignatureError("no signature")
         expected = self.signature(timestamp, nonce, encrypted).encode()
-        if not hmac.compare_digest(expected, msg_signature.strip().lower().encode()):
-            raise WeComSignatureError("msg_signature does not match")
+        given = msg_signature.strip().lower().encode("ascii", "replace")
+        if not hmac.compare_digest(expected, given):
+            raise WeComSignatureError("bad signature")
         if self.max_age is not None:
             try:
                 sent = int(timestamp)
             except ValueError:
-                raise WeComSignatureError("timestamp is not an integer") from None
+                raise WeComSignatureError("bad timestamp: not an integer") from None
             if abs(self._clock() - sent) > self.max_age:
-                raise WeComSignatureError(f"timestamp outside the {self.max_age:g} s window")
+                raise WeComSignatureError(
+                    f"stale timestamp: outside the {self.max_age:g} s replay window"
+                )
 
     # -- AES --
-
-    def _cipher(self) -> Cipher[modes.CBC]:
-        return Cipher(algorithms.AES(self._aes_key), modes.CBC(self._aes_key[:16]))
 
     def decrypt_text(self, encrypted: str) -> str:
         """Decrypt an ``Encrypt`` text (no signature check) and check its receive id."""
         try:
             data = base64.b64decode(encrypted.replace(" ", "+"), validate=True)
         except (binascii.Error, ValueError):
-            raise WeComCallbackError("the encrypted text is not base64") from None
+            raise WeComCallbackError("does not decrypt: the encrypted text is not base64") from None
         if not data or len(data) % 16:
-            raise WeComCallbackError("the encrypted text is not whole AES blocks")
-        decryptor = self._cipher().decryptor()
+            raise WeComCallbackError("does not decrypt: the encrypted text is not whole AES blocks")
+        decryptor = self._cipher.decryptor()
         plain = decryptor.update(data) + decryptor.finalize()
         # A wrong key gives garbage: every check below fails cleanly instead of
         # indexing past the end (WxJava's check raised IndexError here until 2025).
         pad = plain[-1]
         if not 1 <= pad <= _BLOCK or pad > len(plain) or plain[-pad:] != bytes([pad]) * pad:
-            raise WeComCallbackError("bad padding: a wrong EncodingAESKey?")
+            raise WeComCallbackError("does not decrypt: bad padding (a wrong EncodingAESKey?)")
         content = plain[:-pad]
         if len(content) < 20:
-            raise WeComCallbackError("the plaintext is too short: a wrong EncodingAESKey?")
+            raise WeComCallbackError(
+                "does not decrypt: the plaintext is too short (a wrong EncodingAESKey?)"
+            )
         length = int.from_bytes(content[16:20], "big")
         if 20 + length > len(content):
-            raise WeComCallbackError("the message length overruns the plaintext")
+            raise WeComCallbackError("does not decrypt: the message length overruns the plaintext")
         receive_id = content[20 + length :]
         if not any(hmac.compare_digest(receive_id, i.encode()) for i in self._receive_ids):
-            raise WeComCallbackError("the receive id does not match this app")
+            raise WeComCallbackError("does not decrypt: the receive id does not match this app")
         try:
             return content[20 : 20 + length].decode("utf-8")
         except UnicodeDecodeError:
-            raise WeComCallbackError("the message is not UTF-8") from None
+            raise WeComCallbackError("does not decrypt: the message is not UTF-8") from None
 
     def encrypt_text(self, plaintext: str, *, random_prefix: bytes | None = None) -> str:
         """Encrypt ``plaintext`` into an ``Encrypt`` text, for the first receive id.
@@ -164,7 +198,7 @@ class CallbackCrypto:
         data = prefix + len(message).to_bytes(4, "big") + message + self._receive_ids[0].encode()
         pad = _BLOCK - len(data) % _BLOCK
         data += bytes([pad]) * pad
-        encryptor = self._cipher().encryptor()
+        encryptor = self._cipher.encryptor()
         return base64.b64encode(encryptor.update(data) + encryptor.finalize()).decode()
 
     # -- the three operations of the issue --
@@ -187,17 +221,21 @@ class CallbackCrypto:
         """Check and decrypt a callback POST; return the plaintext XML.
 
         ``body`` is the POST body: ``<xml><ToUserName/><Encrypt/><AgentID/></xml>``;
-        the signature covers the ``Encrypt`` text.
+        the signature covers the ``Encrypt`` text. Nothing is parsed, and nothing
+        decrypted, before the signature checks out: the text is taken out of the
+        envelope by :func:`envelope_text`, and the plaintext is left to
+        :func:`~wecom_async.callback.parse_event`.
 
         Raises:
-            WeComSignatureError: the signature does not match or is outside ``max_age``.
-            WeComCallbackError: the body is not such XML, or does not decrypt.
+            WeComSignatureError: no signature, a wrong one, or a timestamp outside
+                ``max_age``.
+            WeComCallbackError: the body is not such an envelope, or does not decrypt.
         """
-        encrypted = parse_xml(body).find("Encrypt")
-        if encrypted is None or not encrypted.text:
-            raise WeComCallbackError("the body has no <Encrypt> element")
-        self._check(msg_signature, timestamp, nonce, encrypted.text)
-        return self.decrypt_text(encrypted.text)
+        if not msg_signature:  # said first: an unsigned POST is unsigned, whatever it holds
+            raise WeComSignatureError("no signature")
+        encrypted = envelope_text(body.encode() if isinstance(body, str) else body)
+        self._check(msg_signature, timestamp, nonce, encrypted)
+        return self.decrypt_text(encrypted)
 
     def encrypt(
         self,

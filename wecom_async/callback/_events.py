@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import attrs
 
 from ..errors import WeComCallbackError
-from ._xml import Element, parse_xml
+from ._xml import Fields, Lists, check_prolog, parse_fields
 
 __all__ = [
     "CallbackEvent",
@@ -205,28 +205,37 @@ def _common(fields: Mapping[str, str], xml: str) -> dict[str, Any]:
     }
 
 
-def _items(element: Element | None) -> tuple[str, ...]:
-    return tuple(child.text for child in element.children) if element is not None else ()
-
-
 def parse_event(xml: str | bytes) -> CallbackEvent:
     """Parse a decrypted callback into its typed event (or :class:`UnknownEvent`).
 
-    The XML is parsed safely (no DOCTYPE, no entities); whitespace around CDATA is
-    ignored.
+    The XML is parsed safely: UTF-8 only, no DOCTYPE, no entities; whitespace
+    around CDATA is ignored.
 
     Raises:
-        WeComCallbackError: the XML is malformed or unsafe.
+        WeComCallbackError: the XML is malformed, unsafe or not UTF-8 (its message
+            starts "bad plaintext").
     """
     try:
         text = xml.decode("utf-8") if isinstance(xml, bytes) else xml
+        head = xml[:256] if isinstance(xml, bytes) else xml[:256].encode("utf-8", "replace")
+        check_prolog(head, "bad plaintext")
+        fields, lists = parse_fields(text)
     except UnicodeDecodeError:
-        raise WeComCallbackError("the callback XML is not UTF-8") from None
-    root = parse_xml(text)
-    fields: dict[str, str] = {}
-    for child in root.children:
-        fields.setdefault(child.tag, child.text)
-    common = _common(fields, text)
+        raise WeComCallbackError("bad plaintext: the callback XML is not UTF-8") from None
+    except WeComCallbackError as exc:
+        if str(exc).startswith("bad plaintext"):
+            raise
+        raise WeComCallbackError(f"bad plaintext: {exc}") from None
+    return event_from_fields(fields, lists, text)
+
+
+def event_from_fields(fields: Fields, lists: Lists, xml: str) -> CallbackEvent:
+    """The typed event for a callback's parsed fields (see :func:`parse_event`).
+
+    ``lists`` holds the texts of the items of each top-level element that has
+    child elements (``MemChangeList``); ``xml`` is the plaintext they came from.
+    """
+    common = _common(fields, xml)
     get = fields.get
     event = common["event"] if common["msg_type"] == "event" else ""
     if event == ExternalContactEvent.EVENT:
@@ -247,7 +256,7 @@ def parse_event(xml: str | bytes) -> CallbackEvent:
             join_scene=_int(get("JoinScene")),
             quit_scene=_int(get("QuitScene")),
             mem_change_cnt=_int(get("MemChangeCnt")),
-            mem_change_list=_items(root.find("MemChangeList")),
+            mem_change_list=lists.get("MemChangeList", ()),
             last_mem_ver=get("LastMemVer"),
             cur_mem_ver=get("CurMemVer"),
         )

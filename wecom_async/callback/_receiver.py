@@ -10,12 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from types import TracebackType
 from typing import Any
 
 import attrs
-from aiohttp import web
+from aiohttp import StreamReader, web
 
 from ..errors import WeComCallbackError, WeComInputError, WeComSignatureError, WeComStoreError
 from ._crypto import CallbackCrypto, parse_query
@@ -33,6 +34,11 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 _TEXT = [(b"content-type", b"text/plain; charset=utf-8")]
 
+#: Seconds between two log lines about refused requests.
+_REFUSAL_LOG_EVERY = 10.0
+#: WeCom's callbacks are a few kilobytes; a group's member list makes the largest.
+DEFAULT_MAX_BODY = 64 * 1024
+
 
 @attrs.define
 class ReceiverStats:
@@ -41,11 +47,12 @@ class ReceiverStats:
     verified: int = 0
     """URL checks (GET) answered."""
     received: int = 0
-    """POSTs verified and queued, duplicates excluded."""
+    """Callbacks queued: the POST that queued each one, answered 200."""
     duplicates: int = 0
-    """POSTs dropped as a retry of one queued before."""
+    """POSTs answered 200 without queueing: a retry or replay of one queued before."""
     rejected: int = 0
-    """Requests refused (bad signature, bad body, wrong method, too large)."""
+    """Requests refused with a 4xx (no or a bad signature, a stale timestamp, not an
+    envelope, no decrypt, a bad plaintext, too large, too slow, wrong method)."""
     unavailable: int = 0
     """POSTs answered 503 because the queue could not take them (WeCom retries)."""
     handled: int = 0
@@ -64,9 +71,20 @@ class CallbackReceiver:
         queue: where callbacks wait; a :class:`MemoryQueue` by default, a
             :class:`RedisStreamQueue` for many workers that must not lose one.
         concurrency: handler calls running at once.
-        max_body: bytes a POST may have (WeCom's are a few kilobytes).
+        max_body: bytes a POST may have (64 KiB; WeCom's are a few kilobytes);
+            a larger one is answered 413. A compressed body is answered 415.
+        read_timeout: seconds the whole body may take to arrive (2 s); a slower
+            one is answered 408.
+        queue_timeout: seconds the queue may take to accept a callback (2 s);
+            past it the POST is answered 503 and WeCom tries again. With
+            ``read_timeout`` it keeps every answer well inside WeCom's 5 s.
         drain_timeout: seconds :meth:`aclose` waits for queued and running
             handlers before cancelling them.
+
+    Raises:
+        WeComInputError: a bound is not positive, or the queue forgets a callback
+            sooner than twice the crypto's ``max_age`` (then a replay inside the
+            replay window would be handled again).
 
     Entry points: :meth:`aiohttp_handler` (or :meth:`attach` to an app) and
     the receiver itself, an ASGI app (``app.mount("/wecom", receiver.asgi)``). Workers
@@ -81,20 +99,36 @@ class CallbackReceiver:
         *,
         queue: CallbackQueue | None = None,
         concurrency: int = 8,
-        max_body: int = 1 << 20,
+        max_body: int = DEFAULT_MAX_BODY,
+        read_timeout: float = 2.0,
+        queue_timeout: float = 2.0,
         drain_timeout: float = 10.0,
     ) -> None:
         if concurrency < 1 or max_body < 1 or drain_timeout < 0:
             raise WeComInputError("concurrency and max_body must be positive")
+        if not (read_timeout > 0 and queue_timeout > 0):
+            raise WeComInputError("read_timeout and queue_timeout must be positive")
         self.crypto = crypto
         self.handler = handler
         self.queue: CallbackQueue = queue if queue is not None else MemoryQueue()
+        remembers = getattr(self.queue, "dedup_ttl", None)
+        if crypto.max_age is not None and remembers is not None and remembers < 2 * crypto.max_age:
+            # A timestamp may be up to max_age ahead of the clock when first seen,
+            # and stays acceptable until max_age behind it.
+            raise WeComInputError(
+                f"the queue forgets a callback after {remembers:g} s, sooner than twice the "
+                f"replay window ({crypto.max_age:g} s): raise its dedup_ttl"
+            )
         self.concurrency = concurrency
         self.max_body = max_body
+        self.read_timeout = read_timeout
+        self.queue_timeout = queue_timeout
         self.drain_timeout = drain_timeout
         self.stats = ReceiverStats()
         self._workers: list[asyncio.Task[None]] = []
         self._closing = False
+        self._next_refusal_log = 0.0
+        self._refusals_unlogged = 0
 
     def __repr__(self) -> str:
         return f"<CallbackReceiver {self.crypto!r} queue={self.queue!r}>"
@@ -140,6 +174,9 @@ class CallbackReceiver:
         for task in workers:
             task.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
+        close = getattr(self.queue, "aclose", None)
+        if close is not None:
+            await close()
 
     async def __aenter__(self) -> CallbackReceiver:
         await self.start()
@@ -176,7 +213,7 @@ class CallbackReceiver:
             else None
         )
         try:
-            event = parse_event(delivery.payload)
+            event = delivery.event
             await self.handler(event)
         except Exception:
             self.stats.failed += 1
@@ -217,12 +254,16 @@ class CallbackReceiver:
     # -- HTTP, framework-free --
 
     async def respond(self, method: str, query_string: str, body: bytes) -> tuple[int, str]:
-        """Answer one request: ``(status, text)``. Both entry points call this.
+        """Answer one request whose body was read whole: ``(status, text)``.
 
-        GET is the URL check: 200 with the decrypted echostr. POST is a callback:
-        200 (empty) once queued or recognised as a duplicate; 403 for a bad
-        signature; 400 for a body that does not decrypt or parse; 503 when the
-        queue cannot take it, so that WeCom tries again.
+        Both entry points call this once they have the body (within ``max_body``
+        and ``read_timeout``). GET is the URL check: 200 with the decrypted
+        echostr. POST is a callback: 200 (empty) once durably queued, or
+        recognised as one queued before; 403 for no signature, a bad one or a
+        timestamp outside the replay window; 400 for a body that is not an
+        envelope or does not decrypt or parse; 503 when the queue does not take
+        it within ``queue_timeout``, so that WeCom tries again. The text names
+        the fault; it never holds the token, the key or the plaintext.
         """
         if self._closing:
             return 503, "closed"  # WeCom retries; another worker may take it
@@ -239,29 +280,78 @@ class CallbackReceiver:
                 self.stats.verified += 1
                 return 200, echostr
             if method != "POST":
-                self.stats.rejected += 1
-                return 405, "method not allowed"
-            xml = self.crypto.decrypt(signature, timestamp, nonce, body)
-            key = parse_event(xml).dedup_key
+                return self._refused(405, "method not allowed")
+            # Nothing an unsigned sender controls is parsed or decrypted before
+            # the signature checks out (decrypt), and the plaintext is parsed once.
+            event = parse_event(self.crypto.decrypt(signature, timestamp, nonce, body))
         except WeComSignatureError as exc:
-            self.stats.rejected += 1
-            logger.warning("callback refused: %s", exc)
-            return 403, "forbidden"
+            return self._refused(403, str(exc))
         except WeComCallbackError as exc:
-            self.stats.rejected += 1
-            logger.warning("callback refused: %s", exc)
-            return 400, "bad request"
+            return self._refused(400, str(exc))
         try:
-            fresh = await self.queue.put(key, xml)
-        except WeComStoreError as exc:
+            fresh = await asyncio.wait_for(
+                self.queue.put(event.dedup_key, event), self.queue_timeout
+            )
+        except (WeComStoreError, asyncio.TimeoutError) as exc:
             self.stats.unavailable += 1
-            logger.error("callback not queued, WeCom will retry: %s", exc)
-            return 503, "unavailable"
+            why = str(exc) or f"not queued within {self.queue_timeout:g} s"
+            logger.error("callback not queued, WeCom will retry: %s", why)
+            return 503, "queue unavailable"
+        except Exception:  # a queue's own bug: still an answer WeCom retries, not a 500
+            self.stats.unavailable += 1
+            logger.exception("callback not queued (the queue raised), WeCom will retry")
+            return 503, "queue unavailable"
         if fresh:
             self.stats.received += 1
         else:
             self.stats.duplicates += 1
         return 200, ""
+
+    def _refused(self, status: int, reason: str) -> tuple[int, str]:
+        """Count and log a refusal; the log says so once per 10 s at most (a flood
+        of junk must not become a flood of log lines)."""
+        self.stats.rejected += 1
+        now = time.monotonic()
+        if now >= self._next_refusal_log:
+            since, self._refusals_unlogged = self._refusals_unlogged, 0
+            self._next_refusal_log = now + _REFUSAL_LOG_EVERY
+            more = f" ({since} more refused since the last line)" if since else ""
+            logger.warning("callback refused with %d: %s%s", status, reason, more)
+        else:
+            self._refusals_unlogged += 1
+        return status, reason
+
+    def _refuse_headers(self, encoding: str | None, length: int | None) -> tuple[int, str] | None:
+        """What the headers alone refuse: a compressed body, or one declared too large."""
+        if encoding is not None and encoding.strip().lower() not in ("", "identity"):
+            # WeCom never compresses a callback; refusing it keeps the cap a cap.
+            return self._refused(415, "unsupported content-encoding")
+        if length is not None and length > self.max_body:
+            return self._refused(413, f"too large: over {self.max_body} bytes")
+        return None
+
+    async def _read(self, chunks: Callable[[], Awaitable[bytes | None]]) -> bytes | tuple[int, str]:
+        """The whole body from ``chunks`` (None at its end), or a refusal.
+
+        A body arrives in as many segments as the network made of it; it is read
+        to its end, no further than ``max_body``, within ``read_timeout``.
+        """
+        body = bytearray()
+
+        async def read_all() -> bool:
+            while (chunk := await chunks()) is not None:
+                body.extend(chunk)
+                if len(body) > self.max_body:
+                    return False
+            return True
+
+        try:
+            whole = await asyncio.wait_for(read_all(), self.read_timeout)
+        except asyncio.TimeoutError:
+            return self._refused(408, f"too slow: the body took over {self.read_timeout:g} s")
+        if not whole:
+            return self._refused(413, f"too large: over {self.max_body} bytes")
+        return bytes(body)
 
     # -- aiohttp --
 
@@ -269,13 +359,15 @@ class CallbackReceiver:
         """An aiohttp handler for GET and POST on one route."""
         body = b""
         if request.method == "POST":
-            if (request.content_length or 0) > self.max_body:
-                self.stats.rejected += 1
-                return web.Response(status=413, text="too large")
-            body = await request.content.read(self.max_body + 1)
-            if len(body) > self.max_body:
-                self.stats.rejected += 1
-                return web.Response(status=413, text="too large")
+            read = self._refuse_headers(
+                request.headers.get("Content-Encoding"), request.content_length
+            ) or await self._read(_AiohttpBody(request.content).next)
+            if isinstance(read, tuple):
+                status, text = read
+                response = web.Response(status=status, text=text)
+                response.force_close()  # what is left of the body is not read
+                return response
+            body = read
         # The raw query: aiohttp's decoded one turns a "+" in echostr into a space.
         status, text = await self.respond(request.method, request.rel_url.raw_query_string, body)
         return web.Response(status=status, body=text.encode(), content_type="text/plain")
@@ -313,20 +405,28 @@ class CallbackReceiver:
             return
         if scope["type"] != "http":
             return
-        body = bytearray()
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
+        body = b""
+        if scope["method"] == "POST":
+            headers = {
+                name.decode("latin-1").lower(): value.decode("latin-1")
+                for name, value in scope.get("headers", ())
+            }
+            try:
+                length: int | None = int(headers["content-length"])
+            except (KeyError, ValueError):
+                length = None
+            chunks = _AsgiBody(receive)
+            read = self._refuse_headers(
+                headers.get("content-encoding"), length
+            ) or await self._read(chunks.next)
+            if chunks.gone:
+                return  # the client left: there is nobody to answer
+            if isinstance(read, tuple):
+                await _send_text(send, *read, close=True)
                 return
-            body += message.get("body", b"")
-            more = bool(message.get("more_body", False))
-            if len(body) > self.max_body:
-                self.stats.rejected += 1
-                await _send_text(send, 413, "too large")
-                return
+            body = read
         query = scope.get("query_string", b"").decode("latin-1")
-        status, text = await self.respond(scope["method"], query, bytes(body))
+        status, text = await self.respond(scope["method"], query, body)
         await _send_text(send, status, text)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
@@ -341,8 +441,40 @@ class CallbackReceiver:
                 return
 
 
-async def _send_text(send: Send, status: int, text: str) -> None:
+class _AiohttpBody:
+    """aiohttp's request stream as chunks: whatever has arrived, None at the end."""
+
+    def __init__(self, stream: StreamReader) -> None:
+        self._stream = stream
+
+    async def next(self) -> bytes | None:
+        return await self._stream.readany() or None  # b"" only at the end
+
+
+class _AsgiBody:
+    """An ASGI request's ``http.request`` messages as chunks, None at the end."""
+
+    def __init__(self, receive: Receive) -> None:
+        self._receive = receive
+        self._done = False
+        self.gone = False
+        """The client disconnected before the body ended."""
+
+    async def next(self) -> bytes | None:
+        if self._done:
+            return None
+        message = await self._receive()
+        if message["type"] == "http.disconnect":
+            self._done = self.gone = True
+            return None
+        self._done = not message.get("more_body", False)
+        return bytes(message.get("body", b""))
+
+
+async def _send_text(send: Send, status: int, text: str, *, close: bool = False) -> None:
     body = text.encode()
     headers = [*_TEXT, (b"content-length", str(len(body)).encode())]
+    if close:  # what is left of the body is not read
+        headers.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
