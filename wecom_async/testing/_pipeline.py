@@ -19,6 +19,7 @@ from collections import deque
 import attrs
 from aiohttp import web
 
+from .._observe import MASK, SECRET_PARAMS
 from .._ratelimit import RateLimit
 from ._data import FakeCorp, _mix
 from ._endpoints import Answer, Handler, Reject
@@ -90,6 +91,11 @@ class Faults:
         return None
 
 
+def _query_repr(query: tuple[tuple[str, str], ...]) -> str:
+    """The query as its repr, with the corp secret (on ``gettoken``) masked."""
+    return repr(tuple((k, MASK if k in SECRET_PARAMS else v) for k, v in query))
+
+
 @attrs.frozen
 class FakeCall:
     """One request the fake received."""
@@ -103,8 +109,8 @@ class FakeCall:
     status: int
     token: str | None = attrs.field(repr=False)
     fault: str | None = None
-    query: tuple[tuple[str, str], ...] = ()
-    """The query parameters, ``access_token`` left out."""
+    query: tuple[tuple[str, str], ...] = attrs.field(default=(), repr=_query_repr)
+    """The query parameters, ``access_token`` left out (``corpsecret`` masked in the repr)."""
 
 
 @attrs.define

@@ -8,7 +8,8 @@ a log of every call, and :meth:`FakeWeCom.route` for endpoints it lacks.
 The parts: ``_pipeline.py`` (every request's way through tokens, limits, faults,
 latency and the log), ``_endpoints.py`` (the customer-contact endpoints),
 ``_kf.py`` (customer service), ``_callbacks.py`` (pushing callbacks),
-``_window.py`` (the sliding-window counter) and ``_data.py`` (the seeded corp).
+``_window.py`` (the sliding-window counter), ``_data.py`` (the seeded corp) and
+``_access_log.py`` (aiohttp's request lines, secrets masked).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from aiohttp import web
 from .._ratelimit import DEFAULT_LIMITS, RateLimit
 from ..client import WeComClient
 from ..errors import WeComInputError
+from ._access_log import MaskedAccessLogger
 from ._callbacks import CallbackControls, FakeCallbacks
 from ._data import FakeCorp
 from ._endpoints import RouteHandler, contact_routes, user_route
@@ -165,8 +167,13 @@ class FakeWeCom(RequestPipeline, CallbackControls):
         app.router.add_route("*", "/cgi-bin/{path:.+}", self._dispatch)
         # handler_cancellation: a client that times out and hangs up cancels the
         # handler that was holding its answer, so shutdown never waits on it.
+        # The access log masks the corp secret and tokens in each request line.
         runner = web.AppRunner(
-            app, handle_signals=False, handler_cancellation=True, shutdown_timeout=0.1
+            app,
+            handle_signals=False,
+            handler_cancellation=True,
+            shutdown_timeout=0.1,
+            access_log_class=MaskedAccessLogger,
         )
         await runner.setup()
         site = web.TCPSite(runner, self._host, self._port)
