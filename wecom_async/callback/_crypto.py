@@ -89,7 +89,15 @@ class CallbackCrypto:
             receive id is empty.
     """
 
-    __slots__ = ("_aes_key", "_cipher", "_clock", "_receive_ids", "_token", "max_age")
+    __slots__ = (
+        "_aes_key",
+        "_cipher",
+        "_clock",
+        "_receive_id_bytes",
+        "_receive_ids",
+        "_token",
+        "max_age",
+    )
 
     def __init__(
         self,
@@ -118,6 +126,7 @@ class CallbackCrypto:
         # Made once: each message takes a fresh decryptor or encryptor from it.
         self._cipher = Cipher(algorithms.AES(self._aes_key), modes.CBC(self._aes_key[:16]))
         self._receive_ids = ids
+        self._receive_id_bytes = tuple(i.encode() for i in ids)
         self.max_age = max_age
         self._clock = clock
 
@@ -179,7 +188,7 @@ class CallbackCrypto:
         if 20 + length > len(content):
             raise WeComCallbackError("does not decrypt: the message length overruns the plaintext")
         receive_id = content[20 + length :]
-        if not any(hmac.compare_digest(receive_id, i.encode()) for i in self._receive_ids):
+        if not any(hmac.compare_digest(receive_id, i) for i in self._receive_id_bytes):
             raise WeComCallbackError("does not decrypt: the receive id does not match this app")
         try:
             return content[20 : 20 + length].decode("utf-8")

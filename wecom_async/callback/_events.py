@@ -46,6 +46,8 @@ _IDENTITY = (
 
 
 def _frozen_fields(value: Mapping[str, str]) -> Mapping[str, str]:
+    if type(value) is types.MappingProxyType:  # made here, over a dict nobody else holds
+        return value
     return types.MappingProxyType(dict(value))
 
 
@@ -200,7 +202,7 @@ def _common(fields: Mapping[str, str], xml: str) -> dict[str, Any]:
         "change_type": fields.get("ChangeType", ""),
         "msg_id": fields.get("MsgId") or None,
         "agent_id": fields.get("AgentID") or None,
-        "fields": fields,
+        "fields": types.MappingProxyType(fields),
         "xml": xml,
     }
 
@@ -234,6 +236,7 @@ def event_from_fields(fields: Fields, lists: Lists, xml: str) -> CallbackEvent:
 
     ``lists`` holds the texts of the items of each top-level element that has
     child elements (``MemChangeList``); ``xml`` is the plaintext they came from.
+    The event keeps ``fields`` itself (read-only): pass a dict nobody else changes.
     """
     common = _common(fields, xml)
     get = fields.get

@@ -72,12 +72,17 @@ _BAD = "\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff"
 # without '<' or '&' is exactly its XML value (no entity to expand), but for line
 # ends, which XML normalises to "\n" (done below, only when there is a "\r").
 _S = "[ \t\r\n]*"
-_NAME = r"([A-Za-z_][\w.-]*)"
-_ELEMENT = re.compile(
-    rf"{_S}<{_NAME}>(?:{_S}<!\[CDATA\[([^{_BAD}]*?)\]\]>{_S}|([^<&{_BAD}]*))</\1>", re.ASCII
-)
-_ROOT = re.compile(rf"{_S}<{_NAME}>", re.ASCII)
-_ROOT_END = re.compile(rf"{_S}</{_NAME}>{_S}\Z", re.ASCII)
+_NAME = r"[A-Za-z_][\w.-]*"
+# CDATA's content up to its first "]]>", as greedy runs (a lazy ".*?" steps the
+# regex engine once per character).
+_CDATA = rf"<!\[CDATA\[[^\]{_BAD}]*(?:\](?!\]>)[^\]{_BAD}]*)*\]\]>"
+_VALUE = rf"(?:{_S}({_CDATA}){_S}|([^<&{_BAD}]*))"
+# Each element whole (group 1), so that the lengths of what was found, added up,
+# tell whether anything between the elements was skipped: one call into the regex
+# engine for the whole document, not a Python step per element.
+_ELEMENTS = re.compile(rf"({_S}<({_NAME})>{_VALUE}</\2>)", re.ASCII)
+_ROOT = re.compile(rf"{_S}<({_NAME})>", re.ASCII)
+_XML_SPACE = " \t\r\n"
 
 
 def _flat(text: str, start: int) -> Fields | None:
@@ -85,21 +90,26 @@ def _flat(text: str, start: int) -> Fields | None:
     root = _ROOT.match(text, start)
     if root is None:
         return None
-    fields: Fields = {}
-    pos = root.end()
-    match = _ELEMENT.match
-    while (m := match(text, pos)) is not None:
-        tag, cdata, plain = m.groups()
-        if cdata is None and "]]>" in plain:
-            return None  # not allowed in XML text: expat words the error
-        if tag not in fields:
-            value = cdata if cdata is not None else plain.strip()
-            fields[tag] = value if "\r" not in value else _newlines(value)
-        pos = m.end()
-    end = _ROOT_END.match(text, pos)
-    if end is None or end.group(1) != root.group(1):
+    body = text.rstrip(_XML_SPACE)
+    closing = f"</{root[1]}>"
+    if not body.endswith(closing):
         return None
-    return fields
+    body = body[: -len(closing)].rstrip(_XML_SPACE)
+    fields: Fields = {}
+    covered = root.end()
+    for element, tag, cdata, plain in _ELEMENTS.findall(body, root.end()):
+        covered += len(element)
+        if cdata:
+            value = cdata[9:-3]
+        elif "]]>" in plain:
+            return None  # not allowed in XML text: expat words the error
+        else:
+            value = plain.strip()
+        if tag not in fields:
+            fields[tag] = value if "\r" not in value else _newlines(value)
+    # The elements found, end to end, must be the whole body: where something
+    # between them is not one, the regex skipped it, and expat decides.
+    return fields if covered == len(body) else None
 
 
 def _newlines(value: str) -> str:
