@@ -157,7 +157,9 @@ class CallbackCrypto:
                 sent = int(timestamp)
             except ValueError:
                 raise WeComSignatureError("bad timestamp: not an integer") from None
-            if abs(self._clock() - sent) > self.max_age:
+            now = self._clock()
+            # Compared, not subtracted: an integer too large for a float is just late.
+            if not now - self.max_age <= sent <= now + self.max_age:
                 raise WeComSignatureError(
                     f"stale timestamp: outside the {self.max_age:g} s replay window"
                 )

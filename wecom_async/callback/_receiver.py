@@ -321,11 +321,15 @@ class CallbackReceiver:
             self._refusals_unlogged += 1
         return status, reason
 
-    def _refuse_headers(self, encoding: str | None, length: int | None) -> tuple[int, str] | None:
-        """What the headers alone refuse: a compressed body, or one declared too large."""
-        if encoding is not None and encoding.strip().lower() not in ("", "identity"):
-            # WeCom never compresses a callback; refusing it keeps the cap a cap.
-            return self._refused(415, "unsupported content-encoding")
+    def _refuse_headers(self, encodings: list[str], length: int | None) -> tuple[int, str] | None:
+        """What the headers alone refuse: a compressed body, or one declared too large.
+
+        ``encodings`` are the values of every Content-Encoding header.
+        """
+        for value in encodings:
+            if any(part.strip().lower() not in ("", "identity") for part in value.split(",")):
+                # WeCom never compresses a callback; refusing it keeps the cap a cap.
+                return self._refused(415, "unsupported content-encoding")
         if length is not None and length > self.max_body:
             return self._refused(413, f"too large: over {self.max_body} bytes")
         return None
@@ -360,13 +364,10 @@ class CallbackReceiver:
         body = b""
         if request.method == "POST":
             read = self._refuse_headers(
-                request.headers.get("Content-Encoding"), request.content_length
+                request.headers.getall("Content-Encoding", []), request.content_length
             ) or await self._read(_AiohttpBody(request.content).next)
             if isinstance(read, tuple):
-                status, text = read
-                response = web.Response(status=status, text=text)
-                response.force_close()  # what is left of the body is not read
-                return response
+                return await _refuse_and_close(request, *read)
             body = read
         # The raw query: aiohttp's decoded one turns a "+" in echostr into a space.
         status, text = await self.respond(request.method, request.rel_url.raw_query_string, body)
@@ -407,18 +408,16 @@ class CallbackReceiver:
             return
         body = b""
         if scope["method"] == "POST":
-            headers = {
-                name.decode("latin-1").lower(): value.decode("latin-1")
-                for name, value in scope.get("headers", ())
-            }
-            try:
-                length: int | None = int(headers["content-length"])
-            except (KeyError, ValueError):
-                length = None
+            encodings: list[str] = []
+            length: int | None = None
+            for name, value in scope.get("headers", ()):
+                name = name.lower()
+                if name == b"content-encoding":
+                    encodings.append(value.decode("latin-1"))
+                elif name == b"content-length" and value.isdigit():
+                    length = int(value)
             chunks = _AsgiBody(receive)
-            read = self._refuse_headers(
-                headers.get("content-encoding"), length
-            ) or await self._read(chunks.next)
+            read = self._refuse_headers(encodings, length) or await self._read(chunks.next)
             if chunks.gone:
                 return  # the client left: there is nobody to answer
             if isinstance(read, tuple):
@@ -439,6 +438,21 @@ class CallbackReceiver:
                 await self.aclose()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+async def _refuse_and_close(request: web.Request, status: int, text: str) -> web.Response:
+    """Answer a refused body, then close the connection.
+
+    Closed rather than kept alive: aiohttp would otherwise read and discard what is
+    left of the body for up to its lingering time (10 s), a slow drip included.
+    """
+    response = web.Response(status=status, text=text)
+    response.force_close()
+    await response.prepare(request)
+    await response.write_eof()
+    if request.transport is not None:
+        request.transport.close()  # after what was written has been sent
+    return response
 
 
 class _AiohttpBody:

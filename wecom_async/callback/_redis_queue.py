@@ -160,6 +160,7 @@ class RedisStreamQueue:
         self._dead_maxlen = dead_maxlen
         self._put_script = redis.register_script(_PUT)
         self._group_ready = False
+        self._group_lock = asyncio.Lock()
         self._unsettled: collections.OrderedDict[str, str] = collections.OrderedDict()
         # Read and not yet settled: renewed until acknowledged or given up.
         self._held: set[str] = set()
@@ -174,23 +175,33 @@ class RedisStreamQueue:
     def __repr__(self) -> str:
         return f"<RedisStreamQueue stream={self.stream!r} consumer={self.consumer!r}>"
 
-    async def _run(self, what: str, op: Callable[[], Awaitable[T]], extra: float = 0.0) -> T:
-        return await self._ops.run(what, self._timeout + extra, op)
-
     async def _ensure_group(self) -> None:
         if self._group_ready:
             return
+        async with self._group_lock:  # a burst of first puts creates it once
+            if self._group_ready:
+                return
 
-        async def create() -> None:
-            try:
-                # From id 0: entries added before the group existed are read too.
-                await self._redis.xgroup_create(self.stream, self.group, id="0", mkstream=True)
-            except ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise
+            async def create() -> None:
+                try:
+                    # From id 0: entries added before the group existed are read too.
+                    await self._redis.xgroup_create(self.stream, self.group, id="0", mkstream=True)
+                except ResponseError as exc:
+                    if "BUSYGROUP" not in str(exc):
+                        raise
 
-        await self._run("callback group", create)
-        self._group_ready = True
+            await self._run("callback group", create)
+            self._group_ready = True
+
+    async def _run(self, what: str, op: Callable[[], Awaitable[T]], extra: float = 0.0) -> T:
+        try:
+            return await self._ops.run(what, self._timeout + extra, op)
+        except WeComStoreError as exc:
+            if "NOGROUP" in str(exc):
+                # Redis lost the group (restarted without its data, or the stream
+                # deleted): made again before the next command.
+                self._group_ready = False
+            raise
 
     # -- the receiver's side --
 
@@ -201,21 +212,25 @@ class RedisStreamQueue:
             WeComStoreError: Redis failed or did not answer within ``op_timeout``.
         """
         await self._ensure_group()
-        # A put whose answer was lost is repeated under the same id (below): if
-        # the first one landed after all, this one learns so and counts it.
+        # A put whose answer was lost left its id behind (below): a later put of
+        # the same callback takes it, and if the first one landed after all, learns
+        # so and counts it. A put still in flight leaves nothing to take, so two at
+        # once use two ids, and the second is a duplicate.
         put_id = self._unsettled.pop(key, None) or uuid.uuid4().hex
-        self._unsettled[key] = put_id
-        while len(self._unsettled) > _UNSETTLED_MAX:
-            self._unsettled.popitem(last=False)
         fields = _fields_encoder.encode((dict(event.fields), _lists(event)))
-        added = await self._run(
-            "callback put",
-            lambda: self._put_script(
-                keys=[self._seen_prefix + key, self.stream],
-                args=[event.xml, round(self.dedup_ttl), key, put_id, fields],
-            ),
-        )
-        self._unsettled.pop(key, None)
+        try:
+            added = await self._run(
+                "callback put",
+                lambda: self._put_script(
+                    keys=[self._seen_prefix + key, self.stream],
+                    args=[event.xml, round(self.dedup_ttl), key, put_id, fields],
+                ),
+            )
+        except BaseException:  # a time-out, a cancellation, an outage: outcome unknown
+            self._unsettled[key] = put_id
+            while len(self._unsettled) > _UNSETTLED_MAX:
+                self._unsettled.popitem(last=False)
+            raise
         return bool(added)
 
     # -- the workers' side --

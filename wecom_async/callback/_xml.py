@@ -33,8 +33,13 @@ Fields = dict[str, str]
 Lists = dict[str, tuple[str, ...]]
 
 _WS = b" \t\r\n"
-_DECL = re.compile(rb"<\?xml(?:\s+[A-Za-z]+\s*=\s*(?:\"[^\"<>]*\"|'[^'<>]*'))*\s*\?>")
-_ENCODING = re.compile(rb"encoding\s*=\s*[\"']([^\"']*)[\"']")
+# The XML declaration as XML 1.0 allows it (2.8): version, then optionally
+# encoding and standalone, in that order, lower case; anything else is refused.
+_DECL = re.compile(
+    rb"<\?xml[ \t\r\n]+version[ \t\r\n]*=[ \t\r\n]*(?:\"1\.[0-9]+\"|'1\.[0-9]+')"
+    rb"(?:[ \t\r\n]+encoding[ \t\r\n]*=[ \t\r\n]*(?:\"([A-Za-z][\w.-]*)\"|'([A-Za-z][\w.-]*)'))?"
+    rb"(?:[ \t\r\n]+standalone[ \t\r\n]*=[ \t\r\n]*(?:\"(?:yes|no)\"|'(?:yes|no)'))?[ \t\r\n]*\?>"
+)
 
 
 def check_prolog(data: bytes, what: str) -> None:
@@ -47,16 +52,16 @@ def check_prolog(data: bytes, what: str) -> None:
             UTF-32), a DOCTYPE, a comment, a processing instruction, or declares an
             encoding other than UTF-8; or does not start with an element at all.
     """
-    start = len(data) - len(data.lstrip(_WS))
-    if data.startswith(b"<?xml", start):
-        decl = _DECL.match(data, start, start + 200)
+    start = 0
+    if data.startswith(b"<?xml"):  # only at the very start (XML 1.0, 2.8)
+        decl = _DECL.match(data)
         if decl is None:
             raise WeComCallbackError(f"{what}: a malformed XML declaration")
-        encoding = _ENCODING.search(decl.group())
-        if encoding is not None and encoding.group(1).lower() not in (b"utf-8", b"utf8"):
+        encoding = decl.group(1) or decl.group(2)
+        if encoding is not None and encoding.lower() not in (b"utf-8", b"utf8"):
             raise WeComCallbackError(f"{what}: the XML declares an encoding other than UTF-8")
         start = decl.end()
-        start += len(data) - start - len(data[start:].lstrip(_WS))
+    start += len(data) - start - len(data[start:].lstrip(_WS))
     if data.startswith(b"<!", start):
         raise WeComCallbackError(f"{what}: refused a DOCTYPE or comment before the root")
     if not (data.startswith(b"<", start) and data[start + 1 : start + 2].isalpha()):
@@ -125,7 +130,7 @@ def parse_fields(text: str) -> tuple[Fields, Lists]:
     Raises:
         WeComCallbackError: the XML is malformed or declares a document type.
     """
-    start = text.find("?>") + 2 if text.lstrip().startswith("<?xml") else 0
+    start = text.find("?>") + 2 if text.startswith("<?xml") else 0
     fields = _flat(text, start)
     if fields is not None:
         return fields, {}
