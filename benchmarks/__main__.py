@@ -1,8 +1,9 @@
 """``python -m benchmarks [--quick] [--out PATH] [--only B1,B3]``: run, then write RESULTS.md.
 
 Every figure is a ratio against a baseline measured in the same run (the allowed
-rate, a bare aiohttp loop, json.loads, a smaller corp), and a median over repeated
-runs. Nothing here asserts a time: a noisy machine moves the figures, not a verdict.
+rate, a bare aiohttp loop, json.loads, a smaller corp, a bare aiohttp handler and a
+bare verify + decrypt), and a median over repeated runs. Nothing here asserts a time:
+a noisy machine moves the figures, not a verdict.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import b1_limit, b2_overhead, b3_decode, b4_sync, b5_sync_paths
+from . import b1_limit, b2_overhead, b3_decode, b4_sync, b5_sync_paths, b6_callbacks
 from ._common import machine, median, spread
 
 HERE = Path(__file__).parent
@@ -233,12 +234,191 @@ def _b5(res: dict[str, Any]) -> list[str]:
     return lines
 
 
+_B6_VARIANTS = {"bare": "bare handler", "memory": "memory queue", "redis": "Redis stream"}
+
+
+def _b6_http(res: dict[str, Any]) -> list[str]:
+    runs: dict[str, list[dict[str, float]]] = res["http"]["runs"]
+
+    def row(label: str, cell: Any, only_queues: bool = False) -> str:
+        cells = []
+        for name in _B6_VARIANTS:
+            if name not in runs:
+                cells.append("skipped")
+            elif only_queues and name == "bare":
+                cells.append("")
+            else:
+                cells.append(cell(runs[name]))
+        return f"| {label} | {' | '.join(cells)} |"
+
+    def med(key: str, fmt: str = ".0f") -> Any:
+        def cell(rs: list[dict[str, float]]) -> str:
+            values = [r[key] for r in rs]
+            low, high = min(values), max(values)
+            span = f"{low:{fmt}}–{high:{fmt}}" if len(values) > 1 else "one run"
+            return f"{median(values):{fmt}} ({span})"
+
+        return cell
+
+    def ratio(rs: list[dict[str, float]]) -> str:
+        rs_ = [r["rps"] / b["rps"] for r, b in zip(rs, runs["bare"], strict=True)]
+        return f"**{median(rs_):.2f}×** ({min(rs_):.2f}–{max(rs_):.2f})"
+
+    def busy(rs: list[dict[str, float]]) -> str:
+        keys = ("server_busy", "generator_busy", "redis_busy")
+        return " / ".join(f"{median([r[k] for r in rs]):.2f}" for k in keys)
+
+    def cpu_per_post(rs: list[dict[str, float]]) -> str:
+        return f"{median([r['server_busy'] / r['rps'] * 1e6 for r in rs]):.0f}"
+
+    def total(*keys: str) -> Any:
+        return lambda rs: " / ".join(f"{sum(int(r[k]) for r in rs):,}" for k in keys)
+
+    def each(key: str) -> Any:
+        return lambda rs: ", ".join(f"{r[key]:.3f}" for r in rs)
+
+    def goal(name: str, low: float) -> Any:
+        def judge(rs: list[dict[str, float]]) -> str:
+            if name not in runs or rs is not runs[name]:
+                return ""
+            got = median([r["rps"] / b["rps"] for r, b in zip(rs, runs["bare"], strict=True)])
+            return "met" if got >= low else "NOT met"
+
+        return judge
+
+    def keep_up(rs: list[dict[str, float]]) -> str:
+        if rs is not runs.get("redis"):
+            return ""
+        return "met" if min(r["handled_ratio"] for r in rs) >= 0.99 else "NOT met"
+
+    generator = (
+        f"`wrk -t{b6_callbacks.WRK_THREADS} -c{res['connections']}`"
+        if res["generator"] == "wrk"
+        else f"the asyncio fallback generator ({res['connections']} connections)"
+    )
+    servers = [median([r["server_busy"] for r in rs]) for rs in runs.values()]
+    busiest = max(median([r["generator_busy"] for r in rs]) for rs in runs.values())
+    if min(servers) >= 0.9:
+        verdict = "so the server was the bottleneck in every variant"
+    elif busiest >= 0.8:
+        verdict = "so the load generator may have limited the rate"
+    else:
+        verdict = "so neither filled its core: the machine's load may have limited the rate"
+    return [
+        "## B6: callback receiver",
+        "",
+        "Setup: each server in a fresh process of its own (aiohttp on 127.0.0.1), the load "
+        f"from {generator} in another, {res['seconds']} s a run; bare handler, memory queue "
+        f"and Redis stream alternately, {res['rounds']} round(s), each ratio taken within "
+        f"its round; medians with min–max. {res['http']['distinct']:,} distinct signed "
+        "callbacks a round (a mix of change_external_contact add with State and WelcomeCode, "
+        "change_external_chat, kf_msg_or_event), signed when the round starts and cycled; "
+        "the handler does nothing.",
+        "",
+        "| figure | " + " | ".join(_B6_VARIANTS.values()) + " |",
+        "|---|---|---|---|",
+        row("POSTs/s", med("rps")),
+        row("÷ bare handler, same round", ratio, only_queues=True),
+        row("server CPU µs per POST", cpu_per_post),
+        row("cores busy: server / load generator / Redis", busy),
+        row("latency p50 ms", med("p50_ms", ".1f")),
+        row("latency p99 ms", med("p99_ms", ".1f")),
+        row(
+            "POSTs fresh / duplicates / rejected / unavailable (all runs)",
+            total("received", "duplicates", "rejected", "unavailable"),
+            only_queues=True,
+        ),
+        row("non-2xx answers / socket errors (all runs)", total("non_2xx", "socket_errors")),
+        row("handled ÷ accepted when the load stopped (each run)", each("handled_at_stop"), True),
+        row(
+            f"handled ÷ accepted {b6_callbacks.DRAIN_WAIT:g} s later (each run)",
+            each("handled_ratio"),
+            True,
+        ),
+        row("goal: memory queue ≥ 0.5× bare", goal("memory", 0.5), True),
+        row("goal: Redis stream ≥ 0.35× bare", goal("redis", 0.35), True),
+        row(
+            f"goal: Redis workers ≥ 0.99 within {b6_callbacks.DRAIN_WAIT:g} s (every run)",
+            keep_up,
+            True,
+        ),
+        "",
+        "Fresh and duplicate POSTs are the receiver's own counts (its `stats`): a POST whose "
+        "event came round again when the load cycled the set counts as a duplicate, "
+        "answered 200 without being queued. Accepted = fresh POSTs queued "
+        "(`stats.received`); handled = handler calls that returned. The server is one "
+        f"Python process, one core at most: it kept {min(servers):.2f}–{max(servers):.2f} of "
+        f"a core busy (medians by variant), the load generator at most {busiest:.2f}, "
+        f"{verdict}.",
+        "",
+    ]
+
+
+def _b6_cpu(res: dict[str, Any]) -> list[str]:
+    cpu = res["cpu"]
+
+    def cell(key: str) -> str:
+        v = cpu.get(key)
+        if v is None:
+            return "not installed (`pip install -e '.[bench]'`) | "
+        return f"{v['us']:.1f} | {v['ratio']:.2f}× ({v['low']:.2f}–{v['high']:.2f})"
+
+    lib = cpu["library"]
+    lines = [
+        "CPU per event, in-process (no sockets), over the same "
+        f"{cpu['messages']} signed callbacks (the same mix): a round is "
+        f"{b6_callbacks.CPU_PASSES} passes, each timing every path in turn, and keeps each "
+        "path's fastest pass; ratios within a round, medians over "
+        f"{cpu['rounds']} rounds with min–max.",
+        "",
+        "| path | µs per event | ÷ floor |",
+        "|---|---|---|",
+        "| (a) floor: SHA-1 of the sorted four + compare_digest, base64, AES-256-CBC "
+        f"(`cryptography`, the Cipher made once), unpad; no XML | {cell('floor')} |",
+        f"| (a′) the floor with a new Cipher for each event | {cell('floor_cipher_per_event')} |",
+        "| (b) this library: `parse_event(crypto.decrypt(...))`, verified, decrypted, typed | "
+        f"{lib['us']:.1f} | **{lib['ratio']:.2f}×** ({lib['low']:.2f}–{lib['high']:.2f}) |",
+        f"| (c) {cpu['wechatpy_name'] or 'wechatpy'}: `decrypt_message` + `parse_message` | "
+        f"{cell('wechatpy')} |",
+    ]
+    versus = cpu.get("vs_wechatpy")
+    if versus is not None:
+        lines.append(
+            f"| (b) ÷ (c) | | **{versus['ratio']:.2f}×** "
+            f"({versus['low']:.2f}–{versus['high']:.2f}) |"
+        )
+    lines += [
+        f"| goal: (b) ≤ 2.5× the floor | | {'met' if lib['ratio'] <= 2.5 else 'NOT met'} |",
+        "",
+    ]
+    counted = res.get("instructions")
+    if counted:
+        parts = [f"{name} {n / 1000:.1f}k" for name, n in counted.items()]
+        ratios = f"library ÷ floor **{counted['library'] / counted['floor']:.2f}×**"
+        if "wechatpy" in counted:
+            ratios += f", library ÷ wechatpy {counted['library'] / counted['wechatpy']:.2f}×"
+        lines += [
+            f"Instructions per event under callgrind ({res['counted_events']} events, each "
+            "path in a fresh process with and without them): "
+            f"{', '.join(parts)}; {ratios}.",
+            "",
+        ]
+    for note in res["notes"]:
+        lines += [f"Note: {note}", ""]
+    return lines
+
+
+def _b6(res: dict[str, Any]) -> list[str]:
+    return _b6_http(res) + _b6_cpu(res)
+
+
 BENCHMARKS = {
     "B1": (b1_limit, _b1),
     "B2": (b2_overhead, _b2),
     "B3": (b3_decode, _b3),
     "B4": (b4_sync, _b4),
     "B5": (b5_sync_paths, _b5),
+    "B6": (b6_callbacks, _b6),
 }
 
 
