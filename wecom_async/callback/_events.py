@@ -219,8 +219,8 @@ def parse_event(xml: str | bytes) -> CallbackEvent:
     """
     try:
         text = xml.decode("utf-8") if isinstance(xml, bytes) else xml
-        head = xml[:256] if isinstance(xml, bytes) else xml[:256].encode("utf-8", "replace")
-        check_prolog(head, "bad plaintext")
+        if not text.startswith("<xml>"):  # how WeCom starts: nothing before the root
+            check_prolog(text[:256].encode("utf-8", "replace"), "bad plaintext")
         fields, lists = parse_fields(text)
     except UnicodeDecodeError:
         raise WeComCallbackError("bad plaintext: the callback XML is not UTF-8") from None

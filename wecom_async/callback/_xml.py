@@ -52,6 +52,8 @@ def check_prolog(data: bytes, what: str) -> None:
             UTF-32), a DOCTYPE, a comment, a processing instruction, or declares an
             encoding other than UTF-8; or does not start with an element at all.
     """
+    if data.startswith(b"<xml>"):  # how WeCom starts a document: nothing to look at
+        return
     start = 0
     if data.startswith(b"<?xml"):  # only at the very start (XML 1.0, 2.8)
         decl = _DECL.match(data)
@@ -81,40 +83,71 @@ _NAME = r"[A-Za-z_][\w.-]*"
 # CDATA's content up to its first "]]>", as greedy runs (a lazy ".*?" steps the
 # regex engine once per character).
 _CDATA = rf"<!\[CDATA\[[^\]{_BAD}]*(?:\](?!\]>)[^\]{_BAD}]*)*\]\]>"
-_VALUE = rf"(?:{_S}({_CDATA}){_S}|([^<&{_BAD}]*))"
-# Each element whole (group 1), so that the lengths of what was found, added up,
-# tell whether anything between the elements was skipped: one call into the regex
-# engine for the whole document, not a Python step per element.
-_ELEMENTS = re.compile(rf"({_S}<({_NAME})>{_VALUE}</\2>)", re.ASCII)
+# A leaf: an element with text or CDATA and no child; the items of a list.
+_LEAF = rf"{_S}<(?P<leaf>{_NAME})>(?:{_S}{_CDATA}{_S}|[^<&{_BAD}]*)</(?P=leaf)>"
+# Each top-level element whole (group 1), so that the lengths of what was found,
+# added up, tell whether anything between the elements was skipped: one call into
+# the regex engine for the whole document, not a Python step per element. Its value
+# is CDATA (group 3), text (group 4), or a list of leaves (group 5).
+_ELEMENTS = re.compile(
+    rf"({_S}<({_NAME})>(?:{_S}({_CDATA}){_S}|([^<&{_BAD}]*)|((?:{_LEAF})+){_S})</\2>)",
+    re.ASCII,
+)
 _ROOT = re.compile(rf"{_S}<({_NAME})>", re.ASCII)
 _XML_SPACE = " \t\r\n"
 
 
-def _flat(text: str, start: int) -> Fields | None:
-    """The fields of a flat document, or None when it is not one the regex takes whole."""
+def _text(cdata: str, plain: str) -> str | None:
+    """An element's value as expat gives it; None for text XML does not allow."""
+    if cdata:
+        value = cdata[9:-3]
+    elif "]]>" in plain:
+        return None  # not allowed in XML text: expat words the error
+    else:
+        value = plain.strip()
+    return value if "\r" not in value else _newlines(value)
+
+
+def _flat(text: str, start: int) -> tuple[Fields, Lists] | None:
+    """The fields and lists of a document of the shape WeCom sends (flat, and lists
+    of leaves one level down), or None when the regex does not take it whole."""
     root = _ROOT.match(text, start)
     if root is None:
         return None
-    body = text.rstrip(_XML_SPACE)
-    closing = f"</{root[1]}>"
-    if not body.endswith(closing):
+    # The root's end tag, and where the elements end: positions, not copies.
+    closing = text.rfind("</")
+    if closing < 0 or text[closing:].rstrip(_XML_SPACE) != f"</{root[1]}>":
         return None
-    body = body[: -len(closing)].rstrip(_XML_SPACE)
+    end = closing
+    while end > root.end() and text[end - 1] in _XML_SPACE:
+        end -= 1
     fields: Fields = {}
+    lists: Lists = {}
     covered = root.end()
-    for element, tag, cdata, plain in _ELEMENTS.findall(body, root.end()):
+    for element, tag, cdata, plain, children, _ in _ELEMENTS.findall(text, root.end(), end):
         covered += len(element)
-        if cdata:
+        if children:
+            items = []
+            for _, _, item_cdata, item_plain, _, _ in _ELEMENTS.findall(children):
+                item = _text(item_cdata, item_plain)
+                if item is None:
+                    return None
+                items.append(item)
+            if tag not in fields:
+                fields[tag] = ""  # the whitespace between the items, stripped
+                lists[tag] = tuple(items)
+            continue
+        if cdata:  # _text, inline: this loop is most of a callback's parse
             value = cdata[9:-3]
         elif "]]>" in plain:
-            return None  # not allowed in XML text: expat words the error
+            return None
         else:
             value = plain.strip()
         if tag not in fields:
             fields[tag] = value if "\r" not in value else _newlines(value)
     # The elements found, end to end, must be the whole body: where something
     # between them is not one, the regex skipped it, and expat decides.
-    return fields if covered == len(body) else None
+    return (fields, lists) if covered == end else None
 
 
 def _newlines(value: str) -> str:
@@ -131,9 +164,9 @@ def parse_fields(text: str) -> tuple[Fields, Lists]:
         WeComCallbackError: the XML is malformed or declares a document type.
     """
     start = text.find("?>") + 2 if text.startswith("<?xml") else 0
-    fields = _flat(text, start)
-    if fields is not None:
-        return fields, {}
+    flat = _flat(text, start)
+    if flat is not None:
+        return flat
     root = parse_xml(text)
     fields = {}
     lists: Lists = {}
