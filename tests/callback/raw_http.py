@@ -70,6 +70,8 @@ class RawAnswer:
     """Request bytes written before the answer was read whole."""
     closed: bool | None
     """Whether the server closed the connection after the answer (None: not checked)."""
+    statuses: tuple[int, ...] = ()
+    """With ``answers`` > 1, the status of every answer, in order."""
 
     @property
     def text(self) -> str:
@@ -110,13 +112,17 @@ async def exchange(
     gap: float = 0.0,
     timeout: float = 10.0,
     close_within: float | None = None,
+    answers: int = 1,
+    first_sent: asyncio.Event | None = None,
 ) -> RawAnswer:
     """Send ``pieces`` (the first holds at least the request line) with ``gap``
     seconds between them, and read the answer.
 
     Sending stops once the answer is in (or the server stops taking bytes).
     ``close_within``: wait that long after the answer for the server to close the
-    connection (``RawAnswer.closed``). Raises :class:`NoAnswer` when no whole
+    connection (``RawAnswer.closed``). ``answers``: how many answers to read (to
+    pipelined requests); the last is returned. ``first_sent`` is set once the first
+    piece is out. Raises :class:`NoAnswer` when no whole
     answer came within ``timeout`` seconds of the first piece.
     """
     reader, writer = await asyncio.open_connection(to.host, to.port)
@@ -143,16 +149,21 @@ async def exchange(
                 return  # the server closed: its answer, if any, is read below
             if i == 0:
                 started = loop.time()
+                if first_sent is not None:
+                    first_sent.set()
             sent += len(piece)
 
     sender = asyncio.create_task(send())
     try:
-        try:
-            status, reason, headers, body, at = await asyncio.wait_for(
-                _read_answer(reader, loop), timeout
-            )
-        except asyncio.TimeoutError:
-            raise NoAnswer(f"no answer within {timeout:g} s ({sent} bytes sent)") from None
+        statuses: list[int] = []
+        for _ in range(answers):
+            try:
+                status, reason, headers, body, at = await asyncio.wait_for(
+                    _read_answer(reader, loop), timeout
+                )
+            except asyncio.TimeoutError:
+                raise NoAnswer(f"no answer within {timeout:g} s ({sent} bytes sent)") from None
+            statuses.append(status)
         answered.set()
         written = sent
         await sender
@@ -164,7 +175,9 @@ async def exchange(
                 closed = False
             except ConnectionError:
                 closed = True
-        return RawAnswer(status, reason, headers, body, at - started, written, closed)
+        return RawAnswer(
+            status, reason, headers, body, at - started, written, closed, tuple(statuses)
+        )
     finally:
         sender.cancel()
         with contextlib.suppress(asyncio.CancelledError, ConnectionError):
