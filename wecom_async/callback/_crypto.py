@@ -55,7 +55,8 @@ def envelope_text(body: bytes) -> bytes:
     text = body[start + 9 : end].strip(_SPACE)
     if text.startswith(b"<![CDATA[") and text.endswith(b"]]>"):
         text = text[9:-3]
-    if not text or text.translate(None, _BASE64):
+    if not text or text.translate(None, _BASE64) or b"=" in text.rstrip(b"="):
+        # Padding only at the end, as decrypt_text's strict decoding requires too.
         raise WeComCallbackError("not an envelope: the <Encrypt> text is not base64")
     return text
 
