@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import functools
 import logging
 import os
@@ -48,6 +47,24 @@ if seen then return 0 end
 redis.call('SET', KEYS[1], ARGV[4], 'EX', ARGV[2])
 redis.call('XADD', KEYS[2], '*', 'key', ARGV[3], 'xml', ARGV[1], 'fields', ARGV[5])
 return 1
+"""
+
+# Renew this consumer's claim on the entries it still owns, and only those: a
+# worker paused past claim_idle (SIGSTOP, a blocked loop) whose entries another
+# worker claimed meanwhile must not take them back when it wakes. Re-claiming an
+# entry of one's own resets its idle time without counting a delivery (JUSTID).
+# Answers the ids it no longer owns.
+_RENEW = """
+local lost = {}
+for i = 3, #ARGV do
+  local entry = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)[1]
+  if entry and entry[2] == ARGV[2] then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
+  else
+    lost[#lost + 1] = ARGV[i]
+  end
+end
+return lost
 """
 
 #: Puts whose outcome is unknown, remembered so that a repeat reuses their id.
@@ -159,6 +176,7 @@ class RedisStreamQueue:
         self._max_deliveries = max_deliveries
         self._dead_maxlen = dead_maxlen
         self._put_script = redis.register_script(_PUT)
+        self._renew_script = redis.register_script(_RENEW)
         self._group_ready = False
         self._group_lock = asyncio.Lock()
         self._unsettled: collections.OrderedDict[str, str] = collections.OrderedDict()
@@ -169,6 +187,7 @@ class RedisStreamQueue:
         self._next_claim = 0.0
         self._renewer: asyncio.Task[None] | None = None
         self._acks: list[str] = []
+        self._unacked: set[str] = set()
         self._acked: asyncio.Future[BaseException | None] | None = None
         self._flusher: asyncio.Task[None] | None = None
 
@@ -256,6 +275,8 @@ class RedisStreamQueue:
 
     async def _fill(self) -> None:
         await self._ensure_group()
+        if self._unacked:  # handled here; Redis had not taken the acknowledgement
+            await self._settle_acks(list(self._unacked))
         now = time.monotonic()
         if now >= self._next_claim:
             self._next_claim = now + self.claim_idle / 2
@@ -279,6 +300,8 @@ class RedisStreamQueue:
 
     async def _take(self, ident: str, fields: Any, attempt: int) -> None:
         """Hand the entry out, or bury it if it is past its deliveries or unreadable."""
+        if ident in self._unacked:
+            return  # handled already: only its acknowledgement is owed
         if attempt > self._max_deliveries:
             await self._bury(ident, fields, f"failed {attempt - 1} deliveries")
             return
@@ -347,18 +370,17 @@ class RedisStreamQueue:
         """The handler succeeded: forget the callback.
 
         Acknowledgements that arrive together go to Redis in one transaction;
-        each returns once its own has been applied.
+        each returns once its own has been tried. One Redis did not take is kept,
+        still held, and tried again before the next read: a callback this worker
+        has handled is not handed to a handler again while the worker lives.
         """
-        self._held.discard(delivery.id)
         self._acks.append(delivery.id)
         if self._acked is None:
             self._acked = asyncio.get_running_loop().create_future()
         acked = self._acked
         if self._flusher is None:
             self._flusher = asyncio.ensure_future(self._flush())
-        failure = await asyncio.shield(acked)
-        if failure is not None:
-            raise failure
+        await asyncio.shield(acked)
 
     async def _flush(self) -> None:
         try:
@@ -366,19 +388,29 @@ class RedisStreamQueue:
                 await asyncio.sleep(0)  # let the handlers finishing now join this batch
                 ids, self._acks = self._acks, []
                 acked, self._acked = self._acked, None
-                failure: BaseException | None = None
                 try:
-                    await self._run("callback ack", functools.partial(self._ack_batch, ids))
-                except WeComStoreError as exc:
-                    failure = exc
-                except BaseException:  # cancelled: the ackers must not wait for ever
+                    await self._settle_acks(ids)
+                finally:  # cancelled too: the ackers must not wait for ever
                     if acked is not None:
-                        acked.set_result(WeComStoreError("the acknowledgement was cancelled"))
-                    raise
-                if acked is not None:
-                    acked.set_result(failure)
+                        acked.set_result(None)
         finally:
             self._flusher = None
+
+    async def _settle_acks(self, ids: list[str]) -> None:
+        """Acknowledge ``ids``; keep them to try again if Redis does not take them."""
+        try:
+            await self._run("callback ack", functools.partial(self._ack_batch, ids))
+        except WeComStoreError as exc:
+            self._unacked.update(ids)
+            logger.warning(
+                "could not acknowledge %d handled callback(s), tried again before the next "
+                "read: %s",
+                len(ids),
+                exc,
+            )
+        else:
+            self._held.difference_update(ids)
+            self._unacked.difference_update(ids)
 
     async def _ack_batch(self, ids: list[str]) -> None:
         async with self._redis.pipeline(transaction=True) as pipe:
@@ -402,15 +434,17 @@ class RedisStreamQueue:
         """Stop renewing and reading; finish the acknowledgements under way."""
         if self._flusher is not None:
             await asyncio.gather(self._flusher, return_exceptions=True)
-        for task in (self._renewer, self._reading):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(BaseException):
-                    await task
+        if self._unacked:  # a last try; what is still owed is redelivered elsewhere
+            await self._settle_acks(list(self._unacked))
+        tasks = [t for t in (self._renewer, self._reading) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         self._renewer = self._reading = None
         # What was read and not handled is left pending: another worker claims it.
         self._ready.clear()
         self._held.clear()
+        self._unacked.clear()
 
     # -- renewing what this worker holds --
 
@@ -428,19 +462,17 @@ class RedisStreamQueue:
                 logger.warning("could not renew the claim on held callbacks: %s", exc)
 
     async def _renew(self, ids: list[str]) -> None:
-        # Re-claiming our own entries resets their idle time without counting a delivery.
         for start in range(0, len(ids), _RENEW_CHUNK):
-            chunk: list[Any] = ids[start : start + _RENEW_CHUNK]
+            chunk = ids[start : start + _RENEW_CHUNK]
             renew = functools.partial(
-                self._redis.xclaim,
-                self.stream,
-                self.group,
-                self.consumer,
-                0,
-                tuple(chunk),
-                justid=True,
+                self._renew_script, keys=[self.stream], args=[self.group, self.consumer, *chunk]
             )
-            await self._run("callback renew", renew)
+            lost: Any = await self._run("callback renew", renew)
+            for ident in lost or ():
+                # Another worker claimed it while this one was paused: its handler
+                # may still finish here (delivery is at least once), but the claim
+                # is no longer renewed.
+                self._held.discard(_text(ident))
 
 
 def _lists(event: CallbackEvent) -> dict[str, tuple[str, ...]]:
