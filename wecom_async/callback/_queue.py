@@ -55,6 +55,9 @@ class CallbackQueue(Protocol):
     redelivers: bool
     touch_interval: float | None
 
+    # A queue may also offer ``put_nowait(key, event) -> bool``, a put that never
+    # waits; the receiver then calls it without setting a deadline.
+
     async def put(self, key: str, event: CallbackEvent) -> bool:
         """Queue ``event`` unless ``key`` was queued before; False for a duplicate.
 
@@ -138,6 +141,14 @@ class MemoryQueue:
 
     async def put(self, key: str, event: CallbackEvent) -> bool:
         """Queue ``event`` unless ``key`` was queued before; False for a duplicate."""
+        return self.put_nowait(key, event)
+
+    def put_nowait(self, key: str, event: CallbackEvent) -> bool:
+        """:meth:`put`, which never waits (the receiver calls this one, with no deadline).
+
+        Raises:
+            WeComStoreError: the queue is full.
+        """
         if not self._seen.add(key):
             return False
         try:

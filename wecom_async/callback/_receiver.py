@@ -10,15 +10,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sys
 import time
-from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any
 
 import attrs
 from aiohttp import StreamReader, web
 
+from .._deadline import within
 from ..errors import WeComCallbackError, WeComInputError, WeComSignatureError, WeComStoreError
 from ._crypto import CallbackCrypto, parse_query
 from ._events import CallbackEvent, parse_event
@@ -34,22 +34,6 @@ Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 _TEXT = [(b"content-type", b"text/plain; charset=utf-8")]
-
-T = TypeVar("T")
-
-
-async def _within(seconds: float, step: Coroutine[Any, Any, T]) -> T:
-    """``await step``, or ``asyncio.TimeoutError`` after ``seconds``.
-
-    ``asyncio.timeout`` where there is one (3.11): a timer on the caller's own task,
-    where ``wait_for`` runs the step in a task of its own, which cost a POST more
-    than its crypto did.
-    """
-    if sys.version_info >= (3, 11):
-        async with asyncio.timeout(seconds):
-            return await step
-    return await asyncio.wait_for(step, seconds)  # pragma: no cover - Python 3.10
-
 
 #: Seconds between two log lines about refused requests.
 _REFUSAL_LOG_EVERY = 10.0
@@ -305,8 +289,12 @@ class CallbackReceiver:
             return self._refused(403, str(exc))
         except WeComCallbackError as exc:
             return self._refused(400, str(exc))
+        put_now = getattr(self.queue, "put_nowait", None)
         try:
-            fresh = await _within(self.queue_timeout, self.queue.put(event.dedup_key, event))
+            if put_now is not None:  # a queue that never waits needs no deadline
+                fresh = put_now(event.dedup_key, event)
+            else:
+                fresh = await within(self.queue_timeout, self.queue.put(event.dedup_key, event))
         except (WeComStoreError, asyncio.TimeoutError) as exc:
             self.stats.unavailable += 1
             why = str(exc) or f"not queued within {self.queue_timeout:g} s"
@@ -357,20 +345,23 @@ class CallbackReceiver:
         """
         body = bytearray()
 
-        async def read_all() -> bool:
+        async def read_all() -> None:
             while (chunk := await chunks()) is not None:
                 body.extend(chunk)
                 if len(body) > self.max_body:
-                    return False
-            return True
+                    return  # no further: refused as it stands
 
         try:
-            whole = await _within(self.read_timeout, read_all())
+            await within(self.read_timeout, read_all())
         except asyncio.TimeoutError:
             return self._refused(408, f"too slow: the body took over {self.read_timeout:g} s")
-        if not whole:
+        return self._whole(bytes(body))
+
+    def _whole(self, body: bytes) -> bytes | tuple[int, str]:
+        """``body``, or the refusal of one over ``max_body``."""
+        if len(body) > self.max_body:
             return self._refused(413, f"too large: over {self.max_body} bytes")
-        return bytes(body)
+        return body
 
     # -- aiohttp --
 
@@ -378,9 +369,16 @@ class CallbackReceiver:
         """An aiohttp handler for GET and POST on one route."""
         body = b""
         if request.method == "POST":
-            read = self._refuse_headers(
+            content = request.content
+            read: bytes | tuple[int, str] | None = self._refuse_headers(
                 request.headers.getall("Content-Encoding", []), request.content_length
-            ) or await self._read(_AiohttpBody(request.content).next)
+            )
+            if read is None and content.is_eof():
+                # All of it has arrived (a few KB mostly come in one segment): no
+                # waiting, so no deadline to set.
+                read = self._whole(content.read_nowait())
+            elif read is None:
+                read = await self._read(_AiohttpBody(content).next)
             if isinstance(read, tuple):
                 return await _refuse_and_close(request, *read)
             body = read

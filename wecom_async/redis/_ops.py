@@ -22,6 +22,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .._background import Background
+from .._deadline import within
 from ..errors import WeComInputError, WeComStoreError
 
 T = TypeVar("T")
@@ -82,7 +83,7 @@ class RedisOps:
                 with an error.
         """
         try:
-            return await asyncio.wait_for(self._gated(op), timeout)
+            return await within(timeout, self._gated(op))
         except asyncio.TimeoutError:
             raise _unreachable(
                 f"Redis did not answer the {what} within {timeout:g}s", None
