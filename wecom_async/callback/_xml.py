@@ -167,8 +167,17 @@ def parse_fields(text: str) -> tuple[Fields, Lists]:
     flat = _flat(text, start)
     if flat is not None:
         return flat
+    return expat_fields(text)
+
+
+def expat_fields(text: str) -> tuple[Fields, Lists]:
+    """:func:`parse_fields` by expat alone: the fallback, and the fast path's referee.
+
+    Raises:
+        WeComCallbackError: the XML is malformed or declares a document type.
+    """
     root = parse_xml(text)
-    fields = {}
+    fields: Fields = {}
     lists: Lists = {}
     for child in root.children:
         if child.tag not in fields:
