@@ -6,7 +6,8 @@ from __future__ import annotations
 import contextlib
 import gzip
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
+from typing import Any
 
 import pytest
 
@@ -135,3 +136,28 @@ async def test_a_compressed_body_gets_415(serve: Serve, codings: tuple[str, ...]
         answer = await exchange(to, [head + packed], timeout=5.0)
         assert (answer.status, answer.text) == (415, "unsupported content-encoding")
     assert handler.events == [] and receiver.stats.received == 0
+
+
+async def test_a_content_length_of_thousands_of_digits_gets_413_not_a_500() -> None:
+    # uvicorn's parser stops such a header before the app; another ASGI server may
+    # not, and int() refuses a string of over 4,300 digits (a ValueError, a 500).
+    receiver = CallbackReceiver(make_crypto(), Recorder())
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(dict(message))
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "headers": [(b"content-length", b"9" * 5000)],
+        "query_string": b"",
+    }
+    try:
+        await receiver(scope, receive, send)
+    finally:
+        await receiver.aclose()
+    assert sent[0]["status"] == 413 and sent[1]["body"].startswith(b"too large")

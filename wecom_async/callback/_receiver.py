@@ -428,7 +428,8 @@ class CallbackReceiver:
                 if name == b"content-encoding":
                     encodings.append(value.decode("latin-1"))
                 elif name == b"content-length" and value.isdigit():
-                    length = int(value)
+                    # More digits than any body has: too large, not an int to parse.
+                    length = int(value) if len(value) < 19 else self.max_body + 1
             chunks = _AsgiBody(receive)
             read = self._refuse_headers(encodings, length) or await self._read(chunks.next)
             if chunks.gone:
